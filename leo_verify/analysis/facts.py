@@ -1,0 +1,147 @@
+"""Stability facts: neuron id -> (status, evidence, proven bounds, witnesses).
+
+Analyses return a :class:`Facts`; they never mutate the graph.  The JSON form
+is stable (sorted keys, neurons in graph order) so two runs diff cleanly.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Mapping
+
+from ..errors import DataError, InputFileError
+
+__all__ = ["NeuronFact", "Facts", "STATUSES", "EVIDENCE", "SCHEMA"]
+
+SCHEMA = "leo_verify.facts/1"
+
+STABLY_ACTIVE = "stably_active"
+STABLY_INACTIVE = "stably_inactive"
+UNSTABLE = "unstable"
+UNKNOWN = "unknown"
+STATUSES = (STABLY_ACTIVE, STABLY_INACTIVE, UNSTABLE, UNKNOWN)
+#: what decided a status.  "witness" decides only `unstable`.
+EVIDENCE = ("interval", "symbolic", "lp", "milp", "witness", "none")
+
+
+@dataclass
+class NeuronFact:
+    """What is known about one ReLU unit over the domain.
+
+    ``lower``/``upper`` are *proven* bounds on the pre-activation (None if
+    none was computed).  ``witness_pos``/``witness_neg`` are input points at
+    which the pre-activation was re-evaluated exactly and is > 0 / < 0.
+    """
+
+    neuron: str
+    layer: str
+    status: str = UNKNOWN
+    evidence: str = "none"
+    lower: float | None = None
+    upper: float | None = None
+    witness_pos: list | None = None
+    witness_neg: list | None = None
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def stable(self) -> bool:
+        return self.status in (STABLY_ACTIVE, STABLY_INACTIVE)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["stats"] = dict(sorted(self.stats.items()))
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping, *, where: str = "facts") -> "NeuronFact":
+        try:
+            fact = cls(**{k: d[k] for k in ("neuron", "layer")},
+                       **{k: d[k] for k in ("status", "evidence", "lower", "upper",
+                                            "witness_pos", "witness_neg", "stats") if k in d})
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{where}: malformed neuron entry ({exc})") from None
+        if fact.status not in STATUSES:
+            raise DataError(f"{where}: neuron {fact.neuron!r} has unknown status {fact.status!r}")
+        if fact.evidence not in EVIDENCE:
+            raise DataError(f"{where}: neuron {fact.neuron!r} has unknown evidence {fact.evidence!r}")
+        return fact
+
+
+@dataclass
+class Facts:
+    """The result of a stability analysis."""
+
+    neurons: dict  # neuron id -> NeuronFact, in graph order
+    complete: bool = True
+    meta: dict = field(default_factory=dict)
+
+    def __getitem__(self, nid: str) -> NeuronFact:
+        return self.neurons[nid]
+
+    def __iter__(self):
+        return iter(self.neurons.values())
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+    def status(self, nid: str) -> str:
+        return self.neurons[nid].status
+
+    def with_status(self, *statuses: str) -> list[str]:
+        return [n for n, f in self.neurons.items() if f.status in statuses]
+
+    def counts(self) -> dict:
+        out = {s: 0 for s in STATUSES}
+        for f in self.neurons.values():
+            out[f.status] += 1
+        return out
+
+    def counts_by_layer(self) -> dict:
+        out: dict = {}
+        for f in self.neurons.values():
+            out.setdefault(f.layer, {s: 0 for s in STATUSES})[f.status] += 1
+        return out
+
+    def stable_map(self) -> dict:
+        """neuron id -> "active" | "inactive" for proven-stable neurons only."""
+        return {n: ("active" if f.status == STABLY_ACTIVE else "inactive")
+                for n, f in self.neurons.items() if f.stable}
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "complete": self.complete,
+            "meta": self.meta,
+            "summary": {"total": len(self.neurons), **self.counts(),
+                        "by_layer": self.counts_by_layer()},
+            "neurons": {n: f.to_json() for n, f in self.neurons.items()},
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1, sort_keys=False, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping, *, where: str = "facts") -> "Facts":
+        if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
+            raise DataError(f"{where}: not a leo_verify facts file (schema {SCHEMA!r} expected)")
+        neurons = data.get("neurons")
+        if not isinstance(neurons, Mapping):
+            raise DataError(f"{where}: 'neurons' must be an object")
+        facts = {n: NeuronFact.from_json(d, where=where) for n, d in neurons.items()}
+        return cls(facts, complete=bool(data.get("complete", False)), meta=dict(data.get("meta", {})))
+
+    @classmethod
+    def load(cls, path: str) -> "Facts":
+        if not os.path.isfile(path):
+            raise InputFileError(f"facts file {path!r} does not exist")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"facts file {path!r}: not valid JSON ({exc})") from None
+        return cls.from_json(data, where=f"facts file {path!r}")
+
+    def save(self, path: str) -> None:
+        from ..util import atomic_write_text
+        atomic_write_text(path, self.dumps() + "\n")

@@ -1,0 +1,142 @@
+"""The default method: cheap sound bounds, witnesses, then MILP only for what is left.
+
+1. interval + symbolic (CROWN) bounds settle many neurons as stable;
+2. witnesses — box centre, corners, random points, the user's data — settle
+   most unstable neurons (one exactly re-checked point settles many);
+3. a projected sign-gradient search per open neuron side finds the harder
+   witnesses;
+4. layer by layer, MILP queries with early stops (first witness / dual bound
+   beyond the margin) for the neurons still open; every solver solution is
+   replayed through the whole network; proofs tighten the bounds that build
+   the next layer's MILP (tightened big-M).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .facts import STABLY_ACTIVE, STABLY_INACTIVE, UNKNOWN
+from .queries import LayerTask, Query
+from .state import TAU_REL, AnalysisState
+from .witness import candidate_points, gradient_search
+
+__all__ = ["run_fast", "tau_for", "milp_layer", "witness_phase"]
+
+
+def tau_for(state: AnalysisState, nid: str) -> float:
+    """The margin a solver's bound must clear for ``nid`` (see :data:`TAU_REL`)."""
+    pre, row, _ = state.index[nid]
+    g = state.graph
+    op = g.op(pre)
+    if op.kind == "affine":
+        arg = g.args(pre)[0]
+        lo, hi = state.interval[arg]
+        scale = float(np.abs(op.weight[row]) @ np.maximum(np.abs(lo), np.abs(hi)) + abs(op.bias[row]))
+    else:
+        lo, hi = state.interval[pre]
+        scale = float(max(abs(lo[row]), abs(hi[row])))
+    return TAU_REL * max(1.0, scale)
+
+
+def witness_phase(state: AnalysisState, *, data=None) -> None:
+    """Sampling and gradient witnesses for every neuron still unknown."""
+    opts = state.options
+    pts = candidate_points(state.box, state.rng, n_random=opts.n_random,
+                           n_corners=opts.n_corners, data=data)
+    state.add_points(pts)
+    state.check_budget()
+    targets = []
+    for nid in state.open_neurons():
+        f = state.facts[nid]
+        if nid not in state.witnesses.pos:
+            targets.append((nid, "pos"))
+        if nid not in state.witnesses.neg:
+            targets.append((nid, "neg"))
+    if not targets or opts.gradient_steps <= 0:
+        return
+    # start each trajectory at the sampled point that came closest
+    from ..semantics import evaluate_all
+    vals = evaluate_all(state.graph, pts)
+    starts = []
+    for nid, side in targets:
+        pre, row, _ = state.index[nid]
+        z = vals[pre][:, row]
+        starts.append(pts[int(np.argmax(z) if side == "pos" else np.argmin(z))])
+    best = gradient_search(state.graph, state.box, targets, np.array(starts),
+                           steps=opts.gradient_steps, rng=state.rng)
+    state.add_points(best)
+
+
+def milp_queries_for(state: AnalysisState, nids) -> list:
+    """The queries that can still change something for ``nids``."""
+    qs = []
+    for nid in nids:
+        f = state.facts[nid]
+        if f.status != UNKNOWN:
+            continue
+        pre, row, _ = state.index[nid]
+        tau = tau_for(state, nid)
+        if nid not in state.witnesses.pos:
+            qs.append(Query(nid, row, "max", tau))
+        if nid not in state.witnesses.neg:
+            qs.append(Query(nid, row, "min", tau))
+    return qs
+
+
+def milp_layer(state: AnalysisState, layer: str, executor, *, early_stop: bool = True) -> None:
+    """Run the MILP queries of one layer (split over the executor's workers)."""
+    nids = state.open_neurons(layer)
+    queries = milp_queries_for(state, nids)
+    if not queries:
+        return
+    pre = state.graph.args(layer)[0]
+    opts = state.options
+    chunks = _split(queries, max(1, opts.workers))
+    tasks = [LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, chunk,
+                       backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
+                       early_stop=early_stop) for chunk in chunks]
+    for outcomes in executor.map_tasks(tasks):
+        apply_outcomes(state, outcomes)
+
+
+def _limit(state: AnalysisState):
+    lim = state.options.query_time_limit
+    left = state.time_left()
+    if left is not None:
+        lim = max(0.1, left) if lim is None else max(0.1, min(lim, left))
+    return lim
+
+
+def _split(items, k):
+    return [items[i::k] for i in range(k) if items[i::k]]
+
+
+def apply_outcomes(state: AnalysisState, outcomes) -> None:
+    """Turn solver answers into facts: proofs decide, solutions are replayed."""
+    points = []
+    for out in outcomes:
+        state.counters["milp"] += 1
+        state.counters["milp_time"] += out.stats.get("time", 0.0)
+        fact = state.facts[out.nid]
+        fact.stats.setdefault("queries", []).append(
+            {"sense": out.sense, "verdict": out.verdict, "dual": out.dual, "primal": out.primal,
+             **out.stats})
+        if out.point is not None:
+            points.append(out.point)
+        if out.verdict == "proved" and fact.status == UNKNOWN:
+            if out.sense == "max":
+                state.prove(out.nid, STABLY_INACTIVE, "milp", bound=0.0, stats={})
+            else:
+                state.prove(out.nid, STABLY_ACTIVE, "milp", bound=0.0, stats={})
+    if points:
+        state.add_points(np.array(points))
+
+
+def run_fast(state: AnalysisState, executor, *, data=None, progress=None) -> None:
+    state.refresh_bounds()
+    witness_phase(state, data=data)
+    for layer, _ in state.graph.relus():
+        state.check_budget()
+        milp_layer(state, layer, executor)
+        state.refresh_bounds()  # proofs of this layer tighten the next one's big-M
+        if progress is not None:
+            progress(state, layer)

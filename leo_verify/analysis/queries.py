@@ -1,0 +1,104 @@
+"""Per-neuron MILP queries, runnable in worker processes.
+
+A :class:`LayerTask` carries everything a worker needs (graph, box, proven
+bounds, fixed neurons, the queries of one layer), so it can be shipped to a
+``concurrent.futures`` executor — a local process pool or a Dask cluster's
+executor.  The worker builds the MILP of the subnetwork below the layer once
+and answers each query by changing the objective.
+
+Reading a solver's answer (the only place a float solver decides anything):
+
+* ``max z``: dual bound ``<= -tau`` proves ``z <= dual + tau' < 0`` within the
+  solver's tolerances -> *inactive*; an incumbent with objective ``> 0`` is a
+  candidate witness (its input point is replayed exactly by the caller);
+* ``min z`` mirrors it for *active*;
+* anything else (optimum in ``(-tau, tau)``, timeout, error) proves nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..domain import Box
+from ..graph import Graph
+from .backends import solve
+from .milp import encode
+
+__all__ = ["Query", "LayerTask", "QueryOutcome", "run_layer_task"]
+
+
+@dataclass(frozen=True)
+class Query:
+    nid: str
+    row: int
+    sense: str  # "max" (try to show inactive / find z > 0) or "min"
+    tau: float
+
+
+@dataclass
+class QueryOutcome:
+    nid: str
+    sense: str
+    verdict: str  # "proved", "witness", "inside", "timeout", "error"
+    dual: float | None
+    primal: float | None
+    point: list | None
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class LayerTask:
+    graph: Graph
+    box: Box
+    bounds: dict
+    fixed: dict
+    pre: str
+    queries: list
+    backend: str = "scip"
+    time_limit: float | None = None
+    threads: int = 1
+    early_stop: bool = True
+
+
+def _read(q: Query, res, enc) -> QueryOutcome:
+    stats = {"solver": res.backend, "status": res.status, "time": round(float(res.time), 6),
+             "nodes": int(res.nodes or 0)}
+    point = None
+    if res.x is not None and res.primal is not None and np.isfinite(res.primal):
+        point = [float(v) for v in enc.input_point(res.x)]
+    good = res.status not in ("error",)
+    if q.sense == "max":
+        if good and res.dual is not None and np.isfinite(res.dual) and res.dual <= -q.tau:
+            return QueryOutcome(q.nid, q.sense, "proved", float(res.dual), res.primal, point, stats)
+        if good and res.primal is not None and res.primal > 0:
+            return QueryOutcome(q.nid, q.sense, "witness", res.dual, float(res.primal), point, stats)
+    else:
+        if good and res.dual is not None and np.isfinite(res.dual) and res.dual >= q.tau:
+            return QueryOutcome(q.nid, q.sense, "proved", float(res.dual), res.primal, point, stats)
+        if good and res.primal is not None and res.primal < 0:
+            return QueryOutcome(q.nid, q.sense, "witness", res.dual, float(res.primal), point, stats)
+    verdict = {"error": "error", "timeout": "timeout"}.get(res.status, "inside")
+    if res.status == "feasible":
+        verdict = "timeout"
+    return QueryOutcome(q.nid, q.sense, verdict, res.dual, res.primal, point, stats)
+
+
+def run_layer_task(task: LayerTask) -> list:
+    """Answer the queries of one layer (in this process)."""
+    enc = encode(task.graph, task.box, task.bounds, upto=task.pre, fixed=task.fixed)
+    out = []
+    for q in task.queries:
+        z = enc.var(task.pre, q.row)
+        if task.early_stop:
+            # stop at the first witness (incumbent beyond 0) or at a proof
+            # (dual bound beyond the margin): either answers the question.
+            eps = q.tau
+            stops = dict(primal_stop=eps, dual_stop=-q.tau) if q.sense == "max" \
+                else dict(primal_stop=-eps, dual_stop=q.tau)
+        else:
+            stops = {}
+        res = solve(enc.program, {z: 1.0}, sense=q.sense, backend=task.backend,
+                    time_limit=task.time_limit, threads=task.threads, **stops)
+        out.append(_read(q, res, enc))
+    return out

@@ -1,0 +1,215 @@
+"""Witness search: input points showing a neuron can be on (z > 0) or off (z < 0).
+
+A float evaluation only proposes.  A witness is accepted when
+
+1. a rigorous float enclosure of the pre-activation at that point (interval
+   arithmetic on the degenerate box {x}, with the rounding margins of
+   :mod:`.bounds`) excludes zero on the claimed side, and
+2. the exact rational evaluation (:func:`evaluate_exact_all`) of the point
+   confirms the sign.
+
+Points are chosen greedily so that few distinct points (each re-evaluated
+exactly once) cover as many neurons as possible.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..domain import Box
+from ..graph import Graph
+from ..semantics import evaluate_all, evaluate_exact_all
+from .bounds import TINY, gamma
+
+__all__ = ["neuron_index", "candidate_points", "point_enclosures", "search_witnesses",
+           "gradient_search", "WitnessSet"]
+
+
+def neuron_index(graph: Graph) -> dict:
+    """neuron id -> (pre-activation node, row, relu node)."""
+    out = {}
+    for name, op in graph.relus():
+        pre = graph.args(name)[0]
+        for i, nid in enumerate(op.neurons):
+            out[nid] = (pre, i, name)
+    return out
+
+
+def candidate_points(box: Box, rng: np.random.Generator, *, n_random: int = 2000,
+                     n_corners: int = 2000, data=None) -> np.ndarray:
+    """Centre, corners (all of them if few), edge midpoints, uniform points and the
+    user's data points that lie inside the box."""
+    n = box.size
+    lo, hi = box.lower, box.upper
+    pts = [(lo + hi) / 2]
+    if n <= 11 and 2 ** n <= n_corners:
+        bits = np.array(list(itertools.product((0, 1), repeat=n)), dtype=float)
+    else:
+        bits = rng.integers(0, 2, size=(n_corners, n)).astype(float)
+    pts.extend(lo + bits * (hi - lo))
+    if n_random:
+        pts.extend(box.sample(n_random, rng))
+    arr = np.array(pts)
+    if data is not None:
+        d = np.asarray(data, dtype=np.float64).reshape(-1, n)
+        arr = np.vstack([arr, d[box.contains(d)]])
+    return arr
+
+
+def point_enclosures(graph: Graph, x: np.ndarray, nodes: Iterable[str]) -> dict:
+    """Rigorous enclosures ``{node: (lo, hi)}`` (arrays (B, size)) of node values at points."""
+    want = set(nodes)
+    vals: dict = {}
+    out: dict = {}
+    for name in graph.nodes():
+        op = graph.op(name)
+        args = graph.args(name)
+        if op.kind == "input":
+            lo = hi = x
+        elif op.kind == "affine":
+            alo, ahi = vals[args[0]]
+            w = op.weight
+            wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
+            k = w.shape[1] + 1
+            m = np.maximum(np.abs(alo), np.abs(ahi))
+            margin = gamma(k) * (m @ np.abs(w).T + np.abs(op.bias)) + k * TINY
+            hi = ahi @ wp.T + alo @ wn.T + op.bias + margin
+            lo = alo @ wp.T + ahi @ wn.T + op.bias - margin
+        elif op.kind == "relu":
+            alo, ahi = vals[args[0]]
+            lo, hi = np.maximum(alo, 0.0), np.maximum(ahi, 0.0)
+        elif op.kind == "add":
+            los = [vals[a][0] for a in args]
+            his = [vals[a][1] for a in args]
+            margin = gamma(len(args)) * sum(np.maximum(np.abs(l), np.abs(h)) for l, h in zip(los, his))
+            lo, hi = sum(los) - margin, sum(his) + margin
+        else:  # output
+            lo, hi = vals[args[0]]
+        vals[name] = (lo, hi)
+        if name in want:
+            out[name] = (lo, hi)
+    return out
+
+
+class WitnessSet:
+    """Verified witnesses: neuron id -> point for each side."""
+
+    def __init__(self):
+        self.pos: dict = {}
+        self.neg: dict = {}
+
+    def settled(self, nid: str) -> bool:
+        return nid in self.pos and nid in self.neg
+
+
+def search_witnesses(graph: Graph, points: np.ndarray, neurons: Sequence[str], *,
+                     found: WitnessSet | None = None, exact: bool = True) -> WitnessSet:
+    """Add to ``found`` every witness that ``points`` give for ``neurons``.
+
+    Greedy set cover over the certified signs keeps the number of distinct
+    points (each re-checked in exact arithmetic) small.
+    """
+    found = found if found is not None else WitnessSet()
+    idx = neuron_index(graph)
+    need_pos = [n for n in neurons if n not in found.pos]
+    need_neg = [n for n in neurons if n not in found.neg]
+    if not (need_pos or need_neg) or len(points) == 0:
+        return found
+    pre_nodes = sorted({idx[n][0] for n in set(need_pos) | set(need_neg)})
+    enc = point_enclosures(graph, points, pre_nodes)
+    cols = [(n, "pos") for n in need_pos] + [(n, "neg") for n in need_neg]
+    cover = np.empty((len(points), len(cols)), dtype=bool)
+    for j, (n, side) in enumerate(cols):
+        pre, row, _ = idx[n]
+        lo, hi = enc[pre]
+        cover[:, j] = lo[:, row] > 0.0 if side == "pos" else hi[:, row] < 0.0
+    open_cols = np.ones(len(cols), dtype=bool)
+    while True:
+        gain = (cover & open_cols).sum(axis=1)
+        best = int(np.argmax(gain))
+        if gain[best] == 0:
+            break
+        point = points[best]
+        hit = cover[best] & open_cols
+        confirmed = _confirm(graph, point, [cols[j] for j in np.flatnonzero(hit)], idx) if exact \
+            else [cols[j] for j in np.flatnonzero(hit)]
+        for n, side in confirmed:
+            (found.pos if side == "pos" else found.neg)[n] = [float(v) for v in point]
+        open_cols &= ~hit  # a point whose exact check failed is not retried for those columns
+    return found
+
+
+def _confirm(graph: Graph, point, claims, idx) -> list:
+    vals = evaluate_exact_all(graph, point)
+    ok = []
+    for n, side in claims:
+        pre, row, _ = idx[n]
+        z = vals[pre][row]
+        if (side == "pos" and z > 0) or (side == "neg" and z < 0):
+            ok.append((n, side))
+    return ok
+
+
+def _input_gradients(graph: Graph, x: np.ndarray, target: str, rows: np.ndarray):
+    """d value(target)[rows[b]] / d x for each point x[b] (one backward pass)."""
+    vals = evaluate_all(graph, x)
+    seed = np.zeros((x.shape[0], graph.size_of(target)))
+    seed[np.arange(x.shape[0]), rows] = 1.0
+    grads = {target: seed}
+    for name in reversed(graph.nodes()):
+        g = grads.pop(name, None)
+        if g is None:
+            continue
+        op = graph.op(name)
+        args = graph.args(name)
+        if op.kind == "input":
+            return vals[target][np.arange(x.shape[0]), rows], g
+        if op.kind == "affine":
+            contrib = [(args[0], g @ op.weight)]
+        elif op.kind == "relu":
+            contrib = [(args[0], g * (vals[args[0]] > 0.0))]
+        else:  # add, output
+            contrib = [(a, g) for a in args]
+        for a, c in contrib:
+            grads[a] = grads[a] + c if a in grads else c
+    return vals[target][np.arange(x.shape[0]), rows], np.zeros_like(x)
+
+
+def gradient_search(graph: Graph, box: Box, targets: Sequence[tuple[str, str]], starts: np.ndarray,
+                    *, steps: int = 30, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Projected sign-gradient search, one trajectory per (neuron id, side).
+
+    ``side == "pos"`` maximises the pre-activation, ``"neg"`` minimises it.
+    Returns the best point of each trajectory (B, n); verification is the
+    caller's job (:func:`search_witnesses`).
+    """
+    idx = neuron_index(graph)
+    width = box.upper - box.lower
+    x = box.clip(np.array(starts, dtype=np.float64))
+    best = x.copy()
+    by_node: dict = {}
+    for b, (nid, side) in enumerate(targets):
+        pre, row, _ = idx[nid]
+        by_node.setdefault(pre, []).append((b, row, 1.0 if side == "pos" else -1.0))
+    best_val = np.full(len(targets), -np.inf)
+    for step in range(steps + 1):
+        for pre, items in by_node.items():
+            b = np.array([i[0] for i in items])
+            rows = np.array([i[1] for i in items])
+            sign = np.array([i[2] for i in items])
+            val, grad = _input_gradients(graph, x[b], pre, rows)
+            val = val * sign
+            better = val > best_val[b]
+            best_val[b[better]] = val[better]
+            best[b[better]] = x[b[better]]
+            if step == steps:
+                continue
+            # step size shrinks from half the box to a small fraction of it
+            lr = 0.5 * (1.0 - step / steps) + 0.01
+            direction = np.sign(grad * sign[:, None])
+            if rng is not None:  # break ties / flat regions with a little noise
+                direction = np.where(direction == 0, rng.choice([-1.0, 1.0], size=direction.shape), direction)
+            x[b] = box.clip(x[b] + lr * width * direction)
+    return best

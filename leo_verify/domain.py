@@ -1,0 +1,169 @@
+"""Input domains: boxes (per-input lower/upper bounds) and unions of boxes.
+
+A domain spec is one of
+
+* ``box:LO,HI``            every input in ``[LO, HI]``;
+* ``PATH.json``            ``{"lower": [...], "upper": [...]}``;
+* ``PATH.vnnlib``          the input constraints of a VNNLIB property (a box,
+                           or a disjunction of boxes);
+* a :class:`Box` or ``(lower, upper)`` pair in the API.
+
+Every check names the offending index and values.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from .errors import DomainError, InputFileError
+
+__all__ = ["Box", "parse_domain", "load_domains"]
+
+
+@dataclass(frozen=True, eq=False)
+class Box:
+    """``{x : lower <= x <= upper}`` with float64 bounds (taken exactly as rationals)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    source: str = ""
+
+    def __post_init__(self):
+        where = f" ({self.source})" if self.source else ""
+        try:
+            lo = np.array(self.lower, dtype=np.float64, copy=True).ravel()
+            hi = np.array(self.upper, dtype=np.float64, copy=True).ravel()
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DomainError(f"domain{where}: bounds must be numbers ({exc})") from None
+        if lo.shape != hi.shape:
+            raise DomainError(f"domain{where}: {lo.size} lower bounds but {hi.size} upper bounds")
+        if lo.size == 0:
+            raise DomainError(f"domain{where}: no bounds given")
+        for i in range(lo.size):
+            if not (math.isfinite(lo[i]) and math.isfinite(hi[i])):
+                raise DomainError(f"domain{where}: input {i} has non-finite bounds "
+                                  f"[{float(lo[i])}, {float(hi[i])}]")
+            if lo[i] > hi[i]:
+                raise DomainError(f"domain{where}: input {i} has lower {float(lo[i])!r} > "
+                                  f"upper {float(hi[i])!r}")
+        lo.setflags(write=False)
+        hi.setflags(write=False)
+        object.__setattr__(self, "lower", lo)
+        object.__setattr__(self, "upper", hi)
+
+    @property
+    def size(self) -> int:
+        return int(self.lower.size)
+
+    def check_size(self, n: int, *, what: str = "network") -> "Box":
+        if self.size != n:
+            where = f" ({self.source})" if self.source else ""
+            raise DomainError(f"domain{where} has {self.size} inputs but the {what} has {n}")
+        return self
+
+    def contains(self, x, *, tol: float = 0.0) -> np.ndarray:
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        return np.all((x >= self.lower - tol) & (x <= self.upper + tol), axis=1)
+
+    def clip(self, x) -> np.ndarray:
+        return np.clip(x, self.lower, self.upper)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.lower + rng.random((n, self.size)) * (self.upper - self.lower)
+
+    def exact_bounds(self) -> tuple[list, list]:
+        return ([Fraction(float(v)) for v in self.lower], [Fraction(float(v)) for v in self.upper])
+
+    def to_json(self) -> dict:
+        return {"lower": [float(v) for v in self.lower], "upper": [float(v) for v in self.upper],
+                "source": self.source}
+
+    @classmethod
+    def from_json(cls, data, *, source: str = "") -> "Box":
+        source = str(source)
+        where = f"domain {source}" if source else "domain"
+        if not isinstance(data, dict) or "lower" not in data or "upper" not in data:
+            raise DomainError(f"{where}: expected an object with 'lower' and 'upper' lists")
+        lo, hi = data["lower"], data["upper"]
+        for key, vals in (("lower", lo), ("upper", hi)):
+            if not isinstance(vals, list):
+                raise DomainError(f"{where}: {key!r} must be a list of numbers, "
+                                  f"got {type(vals).__name__}")
+            for i, v in enumerate(vals):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise DomainError(f"{where}: {key}[{i}] = {_short(v)} is not a number")
+                if isinstance(v, int) and abs(v) > sys.float_info.max:
+                    raise DomainError(f"{where}: {key}[{i}] = {_short(v)} is not finite in "
+                                      f"float64")
+        return cls(np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64),
+                   source=source or str(data.get("source", "")))
+
+
+def _short(v, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parse_box_spec(spec: str, n: int | None) -> Box:
+    body = spec[len("box:"):]
+    parts = body.split(",")
+    if len(parts) != 2:
+        raise DomainError(f"domain {spec!r}: expected box:LO,HI")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise DomainError(f"domain {spec!r}: LO and HI must be numbers") from None
+    if n is None:
+        raise DomainError(f"domain {spec!r}: the number of inputs is needed for box:LO,HI")
+    return Box(np.full(n, lo), np.full(n, hi), source=spec)
+
+
+def load_domains(spec, *, n: int | None = None) -> list[Box]:
+    """All boxes of a domain spec (a VNNLIB disjunction gives several)."""
+    if isinstance(spec, Box):
+        boxes = [spec]
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2 and not isinstance(spec, str):
+        boxes = [Box(spec[0], spec[1], source="api")]
+    elif isinstance(spec, (str, os.PathLike)):
+        s = os.fspath(spec)
+        if s.startswith("box:"):
+            boxes = [_parse_box_spec(s, n)]
+        elif s.lower().endswith(".json"):
+            if not os.path.isfile(s):
+                raise InputFileError(f"domain file {s!r} does not exist")
+            try:
+                with open(s, encoding="utf-8") as fh:
+                    data = json.load(fh)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise DomainError(f"domain file {s!r}: not valid JSON ({exc})") from None
+            except RecursionError:
+                raise DomainError(f"domain file {s!r}: JSON nested too deeply") from None
+            except OSError as exc:
+                raise InputFileError(f"domain file {s!r} cannot be read: {exc.strerror or exc}") from None
+            boxes = [Box.from_json(data, source=s)]
+        elif s.lower().endswith(".vnnlib"):
+            from .io.vnnlib import read_vnnlib
+            boxes = read_vnnlib(s).boxes
+        else:
+            raise DomainError(f"domain {s!r}: expected box:LO,HI, a .json or a .vnnlib file")
+    else:
+        raise DomainError(f"domain: cannot interpret {type(spec).__name__} as a domain")
+    if n is not None:
+        for b in boxes:
+            b.check_size(n)
+    return boxes
+
+
+def parse_domain(spec, *, n: int | None = None) -> Box:
+    """A single box; a disjunction of several boxes is an error (for now)."""
+    boxes = load_domains(spec, n=n)
+    if len(boxes) != 1:
+        raise DomainError(f"domain {spec!s}: a disjunction of {len(boxes)} boxes is not supported "
+                          f"here; analyse each box separately")
+    return boxes[0]

@@ -1,0 +1,1060 @@
+"""ONNX reader and writer.
+
+Reader
+------
+The reader traces the ONNX graph symbolically.  Every tensor is either
+
+* a **constant** numpy array (initializers, ``Constant`` nodes, shape ops
+  applied to constants), or
+* a **pending affine value** :class:`_Pending` ``(src, W, b, shape)``:
+  ``flat(tensor) = W @ value(src) + b`` where ``src`` is a node of the
+  :class:`~leo_verify.graph.Graph` being built.
+
+Linear ONNX ops (MatMul, Gemm, Add/Sub/Mul/Div by a constant, shape ops,
+BatchNormalization) are composed into the pending value; a ``Relu`` (or the
+graph output, or a residual ``Add``) *materializes* it as an ``Affine`` node.
+
+Exactness rule.  This is a verification tool: the loaded graph must compute
+exactly the network the file describes.  Composing two affine maps in
+float64 rounds, so a linear op ``(M, c)`` is composed into ``(W, b)`` only
+when the result is exact:
+
+* ``M @ W`` is exact when ``W`` is a partial permutation (each row and column
+  holds at most one non-zero, equal to 1.0) or ``M`` is a row selection;
+* ``M @ b + c`` is exact when ``b == 0`` (it is ``c``) or when ``M`` is a row
+  selection and ``c == 0`` (it is a selection of ``b``).
+
+Otherwise the pending value is first materialized as its own ``Affine`` node.
+For example ``Sub(mean) -> MatMul -> Add`` becomes two affine nodes when the
+mean is non-zero, one when it is zero; ``Gemm(transB=1)`` with a bias is one.
+
+Two ops cannot be represented exactly by float64 weights: ``Div`` by a
+constant that is not a power of two (its weight ``1/d`` becomes an ``Affine``
+with exact rational weights, see :meth:`Affine.from_rational`), and
+``BatchNormalization``, whose ``gamma / sqrt(var + eps)`` is irrational in
+general: it is folded in float64 and *that* affine map is, by definition, the
+network we verify.
+
+Writer
+------
+:func:`to_onnx_model` emits ``input [batch, n] -> Gemm(transB=1) / Relu / Add
+-> Identity -> output [batch, m]`` at opset 13 by default.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import GraphError, InputFileError, LeoError, ModelFormatError, UnsupportedOp
+from ..graph import Add, Affine, Graph, Input, Output, Relu, neuron_id
+
+__all__ = ["load_onnx", "graph_from_onnx_model", "save_onnx", "to_onnx_model", "SUPPORTED_OPS"]
+
+_FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64"}
+_DTYPES = {"float32": (np.float32, TensorProto.FLOAT), "float64": (np.float64, TensorProto.DOUBLE)}
+
+
+# ---------------------------------------------------------------------------
+# symbolic values
+# ---------------------------------------------------------------------------
+class _Pending:
+    """``flat(tensor) = W @ value(src) + b``, a tensor of shape ``shape``.
+
+    ``perm`` is set when ``W`` is a partial permutation: ``perm[i]`` is the
+    column of the single 1.0 in row i (-1 for a zero row), the columns being
+    distinct.  ``bzero`` says ``b == 0``.  These flags make the exactness
+    checks O(1) instead of scanning matrices.  When ``perm`` is set, the
+    dense ``W`` is only built on demand (an identity on a 3072-pixel input
+    would cost 75 MB).  The graph node holding the value, once materialized,
+    is cached in a cell shared with reshaped copies (same ``W``, ``b``), so a
+    tensor used twice becomes one node.
+    """
+
+    def __init__(self, src: str, n_src: int, W, b, shape, perm, bzero: bool, label: str):
+        self.src, self.n_src, self._W, self.b = src, int(n_src), W, b
+        self.shape, self.perm, self.bzero, self.label = tuple(shape), perm, bool(bzero), label
+        self.cell = [None]
+
+    @property
+    def size(self) -> int:
+        return int(self.b.shape[0])
+
+    @property
+    def W(self) -> np.ndarray:
+        if self._W is None:
+            W = np.zeros((self.size, self.n_src))
+            rows = np.nonzero(self.perm >= 0)[0]
+            W[rows, self.perm[rows]] = 1.0
+            self._W = W
+        return self._W
+
+    @property
+    def node(self) -> str | None:
+        return self.cell[0]
+
+    def reshaped(self, shape: tuple) -> "_Pending":
+        q = _Pending(self.src, self.n_src, self._W, self.b, shape, self.perm, self.bzero, self.label)
+        q.cell = self.cell  # same flat value
+        return q
+
+    @classmethod
+    def identity(cls, node: str, size: int, shape: tuple, label: str) -> "_Pending":
+        p = cls(node, size, None, np.zeros(size), shape, np.arange(size), True, label)
+        p.cell[0] = node
+        return p
+
+    def is_identity(self) -> bool:
+        n = self.n_src
+        return (self.bzero and self.perm is not None and len(self.perm) == n
+                and bool(np.all(self.perm == np.arange(n))))
+
+
+@dataclass
+class _Lin:
+    """A linear op ``flat(out) = M @ flat(in) + c`` producing a tensor of ``shape``.
+
+    ``M`` is either a row selection (``select[i]`` is the input entry row i
+    copies) or a dense ``matrix``; ``offset`` is ``c`` (None means zero).
+    """
+
+    shape: tuple
+    select: np.ndarray | None = None
+    matrix: np.ndarray | None = None
+    offset: np.ndarray | None = None
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _is_const(v) -> bool:
+    return isinstance(v, np.ndarray)
+
+
+def _unique(idx: np.ndarray) -> bool:
+    return len(np.unique(idx)) == len(idx)
+
+
+# ---------------------------------------------------------------------------
+# exact float64 constant arithmetic
+# ---------------------------------------------------------------------------
+def _split(a):
+    # Veltkamp split: a = hi + lo with 26-bit halves, so hi*hi etc. are exact.
+    c = 134217729.0 * a  # 2**27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _exact_mul(a, b):
+    """``a * b`` in float64, or None if some product rounds (Dekker's TwoProduct)."""
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    with np.errstate(all="ignore"):
+        p = a * b
+        ah, al = _split(a)
+        bh, bl = _split(b)
+        err = (((ah * bh - p) + ah * bl) + al * bh) + al * bl
+        # the error-free transform needs no overflow in the split and no
+        # underflow in the product; outside that range be conservative.
+        safe = (np.abs(a) < 2.0 ** 995) & (np.abs(b) < 2.0 ** 995) & (
+            (np.abs(p) >= 2.0 ** -969) | (a == 0) | (b == 0))
+    ok = np.isfinite(p) & safe & (err == 0)
+    return p if bool(np.all(ok)) else None
+
+
+def _exact_add(a, b):
+    """``a + b`` in float64, or None if some sum rounds (Knuth's TwoSum)."""
+    a, b = np.broadcast_arrays(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    with np.errstate(all="ignore"):
+        s = a + b
+        bb = s - a
+        err = (a - (s - bb)) + (b - bb)
+    return s if bool(np.all(np.isfinite(s) & (err == 0))) else None
+
+
+def _is_pow2(d: np.ndarray) -> bool:
+    m, _ = np.frexp(d)
+    return bool(np.all(np.abs(m) == 0.5))
+
+
+# ---------------------------------------------------------------------------
+# the tracer
+# ---------------------------------------------------------------------------
+class _Tracer:
+    """Walks the ONNX nodes in order and builds the :class:`Graph`."""
+
+    def __init__(self, model: onnx.ModelProto, source: str, name: str):
+        self.model = model
+        self.source = source
+        self.graph = Graph(name=name)
+        self.values: dict = {}
+        self.opset = _default_opset(model)
+        self.where = ""  # "node 'x' (Op)" while a node is being traced
+        self.label = ""
+
+    # -- errors ---------------------------------------------------------
+    def error(self, msg: str, cls=ModelFormatError) -> LeoError:
+        at = f" {self.where}:" if self.where else ""
+        return cls(f"ONNX model {self.source!r}:{at} {msg}")
+
+    # -- pending values ---------------------------------------------------
+    def materialize(self, p: _Pending) -> str:
+        """The graph node holding ``p``, creating an ``Affine`` if needed."""
+        if p.node is None:
+            if p.is_identity():
+                p.cell[0] = p.src
+            else:
+                name = self.graph.fresh_name(p.label)
+                p.cell[0] = self.graph.add(name, Affine(p.W, p.b), [p.src])
+        return p.node
+
+    def fresh(self, node: str, shape: tuple) -> _Pending:
+        """A pending value that is exactly the graph node ``node``."""
+        return _Pending.identity(node, self.graph.size_of(node), shape, self.label)
+
+    def apply(self, p: _Pending, lin: _Lin) -> _Pending:
+        """Compose ``lin`` after ``p``, materializing ``p`` first unless exact."""
+        c = lin.offset
+        czero = c is None or not np.any(c)
+        if lin.select is not None:
+            idx = lin.select
+            if not (czero or p.bzero):
+                # b[idx] + c would round: start afresh from the materialized value
+                return self.apply(self.fresh(self.materialize(p), p.shape), lin)
+            # a row selection of W is exact; the bias is b[idx] or c
+            b = p.b[idx] if czero else np.array(c, dtype=np.float64)
+            if p.perm is not None and _unique(idx):
+                return _Pending(p.src, p.n_src, None, b, lin.shape, p.perm[idx], p.bzero and czero,
+                                self.label)
+            return _Pending(p.src, p.n_src, p.W[idx], b, lin.shape, None, p.bzero and czero,
+                            self.label)
+        M = np.asarray(lin.matrix, dtype=np.float64)
+        if M.shape[1] != p.size:  # pragma: no cover - handlers build consistent ops
+            raise self.error(f"internal error: linear op of shape {M.shape} after {p.size} values")
+        b = np.zeros(M.shape[0]) if czero else np.array(c, dtype=np.float64)
+        if p.perm is not None and p.bzero:
+            # W has a single 1.0 in each used column: M @ W just moves M's columns (exact)
+            W = np.zeros((M.shape[0], p.n_src))
+            rows = np.nonzero(p.perm >= 0)[0]
+            W[:, p.perm[rows]] = M[:, rows]
+            return _Pending(p.src, p.n_src, W, b, lin.shape, None, czero, self.label)
+        node = self.materialize(p)
+        return _Pending(node, p.size, M, b, lin.shape, None, czero, self.label)
+
+    def negate(self, p: _Pending) -> _Pending:
+        # negation is exact for any W, b
+        return _Pending(p.src, p.n_src, -p.W, -p.b, p.shape, None, p.bzero, self.label)
+
+    def as_float(self, v: np.ndarray, what: str) -> np.ndarray:
+        if v.dtype.kind != "f":
+            raise self.error(f"{what} has dtype {v.dtype}, expected a floating-point tensor")
+        return v.astype(np.float64)
+
+    # -- driver -----------------------------------------------------------
+    def run(self) -> Graph:
+        g = self.model.graph
+        if len(g.sparse_initializer):
+            raise self.error("sparse initializers are not supported", UnsupportedOp)
+        for t in g.initializer:
+            self.values[t.name] = _tensor_to_array(t, self.source)
+        real_inputs = [i for i in g.input if i.name not in self.values]
+        if len(real_inputs) != 1:
+            raise self.error(f"expected exactly one network input (graph inputs that are not "
+                             f"initializers), found {len(real_inputs)}: {[i.name for i in real_inputs]}")
+        if len(g.output) != 1:
+            raise self.error(f"expected exactly one graph output, found {len(g.output)}: "
+                             f"{[o.name for o in g.output]}")
+        inp, out = real_inputs[0], g.output[0]
+        dtype, declared, trace_shape = self.input_shape(inp)
+        n = _size(trace_shape)
+        in_node = self.graph.add("input", Input(n, shape=declared))
+        self.label = "input"
+        self.values[inp.name] = self.fresh(in_node, trace_shape)
+
+        for node in _needed_nodes(g, out.name):
+            self.trace(node)
+
+        self.where = ""
+        if out.name not in self.values:
+            raise self.error(f"graph output {out.name!r} is not produced by any node")
+        self.finish(out, self.values[out.name], in_node)
+        self.graph.metadata.update({
+            "source": self.source, "format": "onnx", "opset": self.opset, "dtype": dtype,
+            "input_name": inp.name, "output_name": out.name,
+        })
+        try:
+            return self.graph.lint(where="onnx loader")
+        except GraphError as e:  # e.g. a NaN weight: say which file
+            raise GraphError(f"ONNX model {self.source!r}: {e}") from e
+
+    def input_shape(self, inp):
+        """(dtype name, declared shape, shape used for tracing) of the network input."""
+        tt = inp.type.tensor_type if inp.type.HasField("tensor_type") else None
+        if tt is None:
+            raise self.error(f"network input {inp.name!r} is not a tensor")
+        if tt.elem_type not in _FLOAT_TYPES:
+            et = TensorProto.DataType.Name(tt.elem_type) if tt.elem_type else "undefined"
+            raise self.error(f"network input {inp.name!r} has element type {et}; only FLOAT and "
+                             f"DOUBLE inputs are supported", UnsupportedOp)
+        if not tt.HasField("shape"):
+            raise self.error(f"network input {inp.name!r} declares no shape")
+        declared, trace = _dims(tt.shape, f"network input {inp.name!r}", self)
+        return _FLOAT_TYPES[tt.elem_type], declared, trace
+
+    def trace(self, node) -> None:
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        self.where = f"node {label!r} ({node.op_type})"
+        self.label = label
+        if node.domain not in ("", "ai.onnx"):
+            raise self.error(f"op {node.domain}.{node.op_type} is not supported (custom domain)",
+                             UnsupportedOp)
+        handler = _HANDLERS.get(node.op_type)
+        if handler is None:
+            raise self.error(f"op {node.op_type!r} is not supported (supported ops: "
+                             f"{', '.join(sorted(_HANDLERS))})", UnsupportedOp)
+        ins = []
+        for name in node.input:
+            if not name:
+                ins.append(None)
+            elif name not in self.values:
+                raise self.error(f"input tensor {name!r} is used before it is defined")
+            else:
+                ins.append(self.values[name])
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        try:
+            outs = handler(self, node, ins, attrs)
+        except LeoError:
+            raise
+        except KeyError as e:
+            raise self.error(f"missing attribute {e}") from e
+        except (ValueError, IndexError, TypeError) as e:
+            # numpy shape errors from malformed models: report them readably
+            raise self.error(f"invalid arguments: {e}") from e
+        for name, v in zip(node.output, outs):
+            if name:
+                self.values[name] = v
+
+    def finish(self, out, v, in_node: str) -> None:
+        """Add the Output node for the graph output value ``v``."""
+        if _is_const(v):
+            # a constant network: zero weights from the input
+            c = self.as_float(v, f"graph output {out.name!r}").ravel()
+            self.label = out.name
+            n = self.graph.input_size
+            v = _Pending(in_node, n, np.zeros((c.size, n)), c, v.shape, None, not np.any(c), out.name)
+        src = self.materialize(v)
+        declared = ()
+        tt = out.type.tensor_type if out.type.HasField("tensor_type") else None
+        if tt is not None and tt.HasField("shape"):
+            declared = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                             for d in tt.shape.dim)
+            # the leading dim may be a batch dim (dynamic, or 1)
+            sizes = set()
+            if all(isinstance(d, int) for d in declared):
+                sizes = {_size(declared)}
+            elif len(declared) >= 2 and all(isinstance(d, int) for d in declared[1:]):
+                sizes = {_size(declared[1:])}
+            if sizes and v.size not in sizes:
+                raise self.error(f"graph output {out.name!r} declares shape {list(declared)} but "
+                                 f"computes {v.size} values")
+        self.graph.add(self.graph.fresh_name("output"), Output(v.size, shape=declared), [src])
+
+
+def _default_opset(model) -> int:
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 1
+
+
+def _dims(shape_proto, what: str, t: _Tracer):
+    """Declared dims and the dims used for tracing (a leading batch dim becomes 1)."""
+    declared = []
+    for d in shape_proto.dim:
+        if d.HasField("dim_value"):
+            declared.append(int(d.dim_value))
+        else:
+            declared.append(d.dim_param or None)
+    trace = []
+    for k, d in enumerate(declared):
+        if isinstance(d, int) and d > 0:
+            trace.append(d)
+        elif isinstance(d, int):
+            raise t.error(f"{what} declares dimension {k} as {d}; dimensions must be positive")
+        elif k == 0:
+            trace.append(1)  # dynamic batch dim: the tool works on one point at a time
+        else:
+            raise t.error(f"{what} has a dynamic dimension {k} ({d!r}); only the leading batch "
+                          f"dimension may be dynamic")
+    return tuple(declared), tuple(trace)
+
+
+def _needed_nodes(g, output: str) -> list:
+    """The nodes the output depends on, in file order (dead branches are skipped)."""
+    needed = {output}
+    keep = []
+    for node in reversed(g.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    return keep[::-1]
+
+
+def _reject_external(g, source: str) -> None:
+    tensors = list(g.initializer)
+    for node in g.node:
+        tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    for t in tensors:
+        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+            raise ModelFormatError(f"ONNX model {source!r}: tensor {t.name!r} is stored as external "
+                                   f"data; external data is not supported (save the model with "
+                                   f"all tensors inside the .onnx file)")
+
+
+def _tensor_to_array(t, source: str) -> np.ndarray:
+    try:
+        return np.array(numpy_helper.to_array(t))
+    except Exception as e:  # onnx raises assorted errors on corrupt tensors
+        raise ModelFormatError(f"ONNX model {source!r}: tensor {t.name!r} cannot be decoded: {e}") from e
+
+
+# ---------------------------------------------------------------------------
+# op handlers: handler(tracer, node, inputs, attributes) -> list of outputs
+# ---------------------------------------------------------------------------
+def _reshape_value(t: _Tracer, v, shape: tuple):
+    shape = tuple(int(s) for s in shape)
+    if _is_const(v):
+        return v.reshape(shape)
+    if _size(shape) != v.size:
+        raise t.error(f"cannot reshape a tensor of shape {list(v.shape)} to {list(shape)}")
+    return v.reshaped(shape)  # flat order is unchanged: same W, b (and node)
+
+
+def _op_identity(t, node, ins, attrs):
+    return [ins[0]]
+
+
+def _op_dropout(t, node, ins, attrs):
+    # Inference: identity.  Opset >= 12 passes training_mode as an input.
+    if len(ins) > 2 and ins[2] is not None:
+        if not _is_const(ins[2]):
+            raise t.error("training_mode must be a constant", UnsupportedOp)
+        if bool(np.asarray(ins[2]).any()):
+            raise t.error("Dropout in training mode is not supported", UnsupportedOp)
+    x = ins[0]
+    return [x, np.ones(x.shape, dtype=bool)]
+
+
+def _op_constant(t, node, ins, attrs):
+    if "value" in attrs:
+        return [_tensor_to_array(attrs["value"], t.source)]
+    for key, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                    ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in attrs:
+            return [np.array(attrs[key], dtype=dt)]
+    raise t.error(f"Constant with attributes {sorted(attrs)} is not supported", UnsupportedOp)
+
+
+def _op_flatten(t, node, ins, attrs):
+    x = ins[0]
+    r = len(x.shape)
+    axis = int(attrs.get("axis", 1))
+    if axis < 0:
+        axis += r
+    if not 0 <= axis <= r:
+        raise t.error(f"axis {attrs.get('axis')} is out of range for rank {r}")
+    return [_reshape_value(t, x, (_size(x.shape[:axis]), _size(x.shape[axis:])))]
+
+
+def _op_reshape(t, node, ins, attrs):
+    x = ins[0]
+    if len(ins) > 1:
+        if not _is_const(ins[1]):
+            raise t.error("the target shape must be a constant", UnsupportedOp)
+        spec = [int(s) for s in np.asarray(ins[1]).ravel()]
+    else:
+        spec = list(attrs.get("shape", []))  # opset < 5
+    allowzero = int(attrs.get("allowzero", 0))
+    shape = [x.shape[k] if s == 0 and not allowzero else s for k, s in enumerate(spec)]
+    if shape.count(-1) > 1:
+        raise t.error(f"target shape {spec} has more than one -1")
+    if -1 in shape:
+        known = _size([s for s in shape if s != -1])
+        if known == 0 or x.size % known:
+            raise t.error(f"cannot reshape a tensor of shape {list(x.shape)} to {spec}")
+        shape[shape.index(-1)] = x.size // known
+    return [_reshape_value(t, x, tuple(shape))]
+
+
+def _axes(t, ins, attrs, rank: int):
+    """Axes from the second input (opset >= 13) or the attribute (older opsets)."""
+    if len(ins) > 1 and ins[1] is not None:
+        if not _is_const(ins[1]):
+            raise t.error("axes must be a constant", UnsupportedOp)
+        axes = [int(a) for a in np.asarray(ins[1]).ravel()]
+    elif "axes" in attrs:
+        axes = [int(a) for a in attrs["axes"]]
+    else:
+        return None
+    out = sorted(a + rank if a < 0 else a for a in axes)
+    if any(not 0 <= a < rank for a in out) or len(set(out)) != len(out):
+        raise t.error(f"axes {axes} are invalid for rank {rank}")
+    return out
+
+
+def _op_squeeze(t, node, ins, attrs):
+    x = ins[0]
+    axes = _axes(t, ins, attrs, len(x.shape))
+    if axes is None:
+        axes = [k for k, s in enumerate(x.shape) if s == 1]
+    if any(x.shape[a] != 1 for a in axes):
+        raise t.error(f"cannot squeeze axes {axes} of shape {list(x.shape)}")
+    return [_reshape_value(t, x, tuple(s for k, s in enumerate(x.shape) if k not in axes))]
+
+
+def _op_unsqueeze(t, node, ins, attrs):
+    x = ins[0]
+    n_axes = len(np.asarray(ins[1]).ravel()) if len(ins) > 1 and ins[1] is not None \
+        else len(attrs.get("axes", []))
+    axes = _axes(t, ins, attrs, len(x.shape) + n_axes)
+    if axes is None:
+        raise t.error("Unsqueeze needs axes")
+    shape = list(x.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return [_reshape_value(t, x, tuple(shape))]
+
+
+def _op_transpose(t, node, ins, attrs):
+    x = ins[0]
+    r = len(x.shape)
+    perm = [int(p) for p in attrs.get("perm", range(r - 1, -1, -1))]
+    if sorted(perm) != list(range(r)):
+        raise t.error(f"perm {perm} is not a permutation of 0..{r - 1}")
+    if _is_const(x):
+        return [np.transpose(x, perm)]
+    idx = np.arange(x.size).reshape(x.shape).transpose(perm)
+    return [t.apply(x, _Lin(idx.shape, select=idx.ravel()))]
+
+
+def _op_shape(t, node, ins, attrs):
+    # shapes are static here (batch dim traced as 1)
+    shape = np.array(ins[0].shape, dtype=np.int64)
+    start, end = attrs.get("start", 0), attrs.get("end", None)
+    return [shape[start:end]]
+
+
+def _op_cast(t, node, ins, attrs):
+    x = ins[0]
+    to = int(attrs["to"])
+    if _is_const(x):
+        return [x.astype(helper.tensor_dtype_to_np_dtype(to))]
+    if to in _FLOAT_TYPES:
+        # values are reals here: the cast's rounding is idealized away like that of every
+        # float operation of the source model
+        return [x]
+    raise t.error(f"cast of a network value to {TensorProto.DataType.Name(to)}", UnsupportedOp)
+
+
+def _op_concat(t, node, ins, attrs):
+    if not all(_is_const(v) for v in ins):
+        raise t.error("Concat of network values is not supported (only of constants)", UnsupportedOp)
+    return [np.concatenate(ins, axis=int(attrs["axis"]))]
+
+
+def _op_gather(t, node, ins, attrs):
+    if not all(_is_const(v) for v in ins):
+        raise t.error("Gather of network values is not supported (only of constants)", UnsupportedOp)
+    return [np.take(ins[0], ins[1].astype(np.int64), axis=int(attrs.get("axis", 0)))]
+
+
+def _op_relu(t, node, ins, attrs):
+    x = ins[0]
+    if _is_const(x):
+        return [np.maximum(x, 0)]
+    src = t.materialize(x)
+    name = t.graph.fresh_name(t.label)
+    t.graph.add(name, Relu([neuron_id(name, i) for i in range(x.size)]), [src])
+    return [t.fresh(name, x.shape)]
+
+
+# -- element-wise arithmetic ------------------------------------------------
+def _broadcast_select(t, x: _Pending, shape: tuple) -> np.ndarray:
+    """Row selection broadcasting the pending ``x`` to ``shape``."""
+    return np.broadcast_to(np.arange(x.size).reshape(x.shape), shape).ravel()
+
+
+def _const_arith(t, kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iub" and b.dtype.kind in "iub":  # shape arithmetic
+        if kind == "Div":
+            return np.fix(np.true_divide(a, b)).astype(np.result_type(a, b))
+        return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[kind](a, b)
+    a, b = t.as_float(a, "operand"), t.as_float(b, "operand")
+    if kind == "Add":
+        r = _exact_add(a, b)
+    elif kind == "Sub":
+        r = _exact_add(a, -b)
+    elif kind == "Mul":
+        r = _exact_mul(a, b)
+    else:
+        if np.any(b == 0):
+            raise t.error("division by zero in a constant expression")
+        q = a / b
+        back = _exact_mul(q, b)
+        r = q if back is not None and np.array_equal(back, np.broadcast_to(a, back.shape)) else None
+    if r is None:
+        raise t.error(f"folding this constant {kind} in float64 would round", UnsupportedOp)
+    return r
+
+
+def _binary(kind: str):
+    def handler(t, node, ins, attrs):
+        a, b = ins[0], ins[1]
+        if _is_const(a) and _is_const(b):
+            return [_const_arith(t, kind, a, b)]
+        if not _is_const(a) and not _is_const(b):
+            if kind in ("Add", "Sub"):
+                return [_add_values(t, a, b, negate=kind == "Sub")]
+            raise t.error(f"{kind} of two network values is not piecewise linear", UnsupportedOp)
+        var, const = (a, b) if _is_const(b) else (b, a)
+        var_first = var is a
+        const = t.as_float(const, f"constant operand of {kind}")
+        try:
+            shape = tuple(np.broadcast_shapes(var.shape, const.shape))
+        except ValueError:
+            raise t.error(f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast") from None
+        sel = _broadcast_select(t, var, shape)
+        cfull = np.broadcast_to(const, shape).ravel()
+        if kind == "Add":
+            return [t.apply(var, _Lin(shape, select=sel, offset=cfull))]
+        if kind == "Sub":
+            if var_first:
+                return [t.apply(var, _Lin(shape, select=sel, offset=-cfull))]
+            return [t.apply(t.negate(var), _Lin(shape, select=sel, offset=cfull))]
+        if kind == "Mul":
+            return [t.apply(var, _scaled_select(sel, cfull, shape, var.size))]
+        # Div: only a network value divided by a constant
+        if not var_first:
+            raise t.error("division by a network value is not piecewise linear", UnsupportedOp)
+        if np.any(cfull == 0):
+            k = int(np.argmax(cfull == 0))
+            raise t.error(f"division by zero (divisor entry {k} is 0)")
+        if _is_pow2(cfull):  # 1/d is exact: an ordinary scaling
+            return [t.apply(var, _scaled_select(sel, 1.0 / cfull, shape, var.size))]
+        return [_exact_division(t, var, sel, cfull, shape)]
+    return handler
+
+
+def _scaled_select(sel, scale, shape, in_size: int) -> _Lin:
+    """Row i copies entry ``sel[i]`` times ``scale[i]``."""
+    M = np.zeros((len(sel), in_size))
+    M[np.arange(len(sel)), sel] = scale
+    return _Lin(shape, matrix=M)
+
+
+def _exact_division(t, var: _Pending, sel, d, shape) -> _Pending:
+    """``x / d``: 1/d is not a float, so emit an Affine with exact rational weights."""
+    src = t.materialize(var)
+    zero = Fraction(0)
+    W = np.full((len(sel), var.size), zero, dtype=object)
+    for i, (j, di) in enumerate(zip(sel, d)):
+        W[i, j] = 1 / Fraction(float(di))
+    b = np.full(len(sel), zero, dtype=object)
+    name = t.graph.add(t.graph.fresh_name(t.label), Affine.from_rational(W, b), [src])
+    return t.fresh(name, shape)
+
+
+def _add_values(t, a: _Pending, b: _Pending, *, negate: bool) -> _Pending:
+    """``a + b`` (or ``a - b``) of two network values: a residual Add node."""
+    try:
+        shape = tuple(np.broadcast_shapes(a.shape, b.shape))
+    except ValueError:
+        raise t.error(f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast") from None
+    if a.shape != shape:
+        a = t.apply(a, _Lin(shape, select=_broadcast_select(t, a, shape)))
+    if b.shape != shape:
+        b = t.apply(b, _Lin(shape, select=_broadcast_select(t, b, shape)))
+    if negate:
+        b = t.negate(b)
+    na, nb = t.materialize(a), t.materialize(b)
+    if na == nb:
+        # x + x (networkx has no parallel edges): 2x, exact; x - x is not possible here
+        # since -x is materialized as a distinct node.
+        n = t.graph.size_of(na)
+        return t.apply(t.fresh(na, shape), _Lin(shape, matrix=2.0 * np.eye(n)))
+    name = t.graph.add(t.graph.fresh_name(t.label), Add(a.size, 2), [na, nb])
+    return t.fresh(name, shape)
+
+
+# -- matrix products ----------------------------------------------------------
+def _squeeze_leading(t, c: np.ndarray, keep: int) -> np.ndarray:
+    if c.ndim > keep:
+        if any(s != 1 for s in c.shape[:-keep]):
+            raise t.error(f"a batched constant operand of shape {list(c.shape)} is not supported",
+                          UnsupportedOp)
+        c = c.reshape(c.shape[-keep:])
+    return c
+
+
+def _matmul_shape(t, sa, sb) -> tuple:
+    try:
+        return np.matmul(np.broadcast_to(0.0, sa), np.broadcast_to(0.0, sb)).shape
+    except ValueError:
+        raise t.error(f"operand shapes {list(sa)} and {list(sb)} do not match for a matrix "
+                      f"product") from None
+
+
+def _matmul_var_const(t, xshape, c: np.ndarray) -> _Lin:
+    """``X @ C`` for a network value X: flat(X @ C) = kron(I_B, C^T) flat(X)."""
+    out = _matmul_shape(t, xshape, c.shape)
+    c2 = _squeeze_leading(t, c, 2) if c.ndim >= 2 else c
+    ct = c2[None, :] if c2.ndim == 1 else c2.T  # (N, K)
+    B = _size(xshape[:-1]) if len(xshape) >= 2 else 1
+    return _Lin(out, matrix=np.kron(np.eye(B), ct) if B > 1 else ct)
+
+
+def _matmul_const_var(t, c: np.ndarray, xshape) -> _Lin:
+    """``C @ X`` for a network value X (..., K, Q): kron(I_B, kron(C, I_Q))."""
+    out = _matmul_shape(t, c.shape, xshape)
+    c2 = _squeeze_leading(t, c, 2) if c.ndim >= 2 else c[None, :]
+    if len(xshape) == 1:
+        return _Lin(out, matrix=c2)
+    Q = xshape[-1]
+    B = _size(xshape[:-2])
+    M = np.kron(c2, np.eye(Q)) if Q > 1 else c2
+    return _Lin(out, matrix=np.kron(np.eye(B), M) if B > 1 else M)
+
+
+def _op_matmul(t, node, ins, attrs):
+    a, b = ins
+    if not _is_const(a) and not _is_const(b):
+        raise t.error("product of two network values is not piecewise linear", UnsupportedOp)
+    if _is_const(a) and _is_const(b):
+        raise t.error("MatMul of two constants would round when folded", UnsupportedOp)
+    if _is_const(b):
+        return [t.apply(a, _matmul_var_const(t, a.shape, t.as_float(b, "MatMul weight")))]
+    return [t.apply(b, _matmul_const_var(t, t.as_float(a, "MatMul weight"), b.shape))]
+
+
+def _transposed(t, x):
+    if _is_const(x):
+        return x.T
+    idx = np.arange(x.size).reshape(x.shape).T
+    return t.apply(x, _Lin(idx.shape, select=idx.ravel()))
+
+
+def _op_gemm(t, node, ins, attrs):
+    a, b = ins[0], ins[1]
+    c = ins[2] if len(ins) > 2 else None
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    if _is_const(a) == _is_const(b):
+        what = "constants" if _is_const(a) else "network values"
+        raise t.error(f"Gemm of two {what} is not supported", UnsupportedOp)
+    if c is not None and not _is_const(c):
+        raise t.error("Gemm with a network value as C is not supported", UnsupportedOp)
+    for name, v in (("A", a), ("B", b)):
+        if len(v.shape) != 2:
+            raise t.error(f"Gemm operand {name} must be 2-D, has shape {list(v.shape)}")
+    if attrs.get("transA", 0):
+        a = _transposed(t, a)
+    if attrs.get("transB", 0):
+        b = _transposed(t, b)
+    var = b if _is_const(a) else a
+    const = t.as_float(a if _is_const(a) else b, "Gemm weight")
+    scaled = const if alpha == 1.0 else _exact_mul(const, alpha)
+    lin = (_matmul_var_const(t, a.shape, scaled if scaled is not None else const) if var is a
+           else _matmul_const_var(t, scaled if scaled is not None else const, b.shape))
+    y = t.apply(var, lin)
+    if scaled is None:  # alpha * weight rounds: scale as a separate exact step
+        y = t.apply(y, _Lin(y.shape, matrix=alpha * np.eye(y.size)))
+    if c is not None:
+        cc = t.as_float(c, "Gemm bias C")
+        if beta != 1.0:
+            cc = _exact_mul(cc, beta)
+            if cc is None:
+                raise t.error("beta * C is not exactly representable in float64", UnsupportedOp)
+        try:
+            cfull = np.broadcast_to(cc, y.shape).ravel()
+        except ValueError:
+            raise t.error(f"bias C of shape {list(c.shape)} does not broadcast to "
+                          f"{list(y.shape)}") from None
+        y = t.apply(y, _Lin(y.shape, select=np.arange(y.size), offset=cfull))
+    return [y]
+
+
+def _op_batchnorm(t, node, ins, attrs):
+    x, gamma, beta, mean, var = ins[:5]
+    if len([o for o in node.output if o]) > 1 or attrs.get("training_mode", 0):
+        raise t.error("BatchNormalization in training mode is not supported", UnsupportedOp)
+    if not attrs.get("spatial", 1):
+        raise t.error("BatchNormalization with spatial=0 is not supported", UnsupportedOp)
+    if not all(_is_const(v) for v in (gamma, beta, mean, var)):
+        raise t.error("BatchNormalization parameters must be constants", UnsupportedOp)
+    if len(x.shape) < 2:
+        raise t.error(f"input of shape {list(x.shape)} has no channel axis")
+    C = x.shape[1]
+    eps = float(attrs.get("epsilon", 1e-5))
+    params = [t.as_float(v, "BatchNormalization parameter").ravel() for v in (gamma, beta, mean, var)]
+    if any(p.size != C for p in params):
+        raise t.error(f"parameters must have {C} entries (channel axis 1)")
+    g, bb, m, v = params
+    # Irrational in general: this float64 fold *defines* the network we verify.
+    scale = g / np.sqrt(v + eps)
+    shift = bb - m * scale
+    chan = (1, C) + (1,) * (len(x.shape) - 2)
+    s_full = np.broadcast_to(scale.reshape(chan), x.shape).ravel()
+    t_full = np.broadcast_to(shift.reshape(chan), x.shape).ravel()
+    if _is_const(x):
+        return [(x.astype(np.float64).ravel() * s_full + t_full).reshape(x.shape)]
+    return [t.apply(x, _Lin(x.shape, matrix=np.diag(s_full), offset=t_full))]
+
+
+_HANDLERS: Mapping[str, Callable] = {
+    "MatMul": _op_matmul,
+    "Gemm": _op_gemm,
+    "Add": _binary("Add"),
+    "Sub": _binary("Sub"),
+    "Mul": _binary("Mul"),
+    "Div": _binary("Div"),
+    "Relu": _op_relu,
+    "Flatten": _op_flatten,
+    "Reshape": _op_reshape,
+    "Squeeze": _op_squeeze,
+    "Unsqueeze": _op_unsqueeze,
+    "Transpose": _op_transpose,
+    "Identity": _op_identity,
+    "Dropout": _op_dropout,
+    "BatchNormalization": _op_batchnorm,
+    "Constant": _op_constant,
+    "Shape": _op_shape,
+    "Cast": _op_cast,
+    "Concat": _op_concat,
+    "Gather": _op_gather,
+}
+
+#: ONNX op types the reader understands.
+SUPPORTED_OPS = tuple(sorted(_HANDLERS))
+
+
+# ---------------------------------------------------------------------------
+# public reader API
+# ---------------------------------------------------------------------------
+def graph_from_onnx_model(model, *, source: str = "<memory>", name: str | None = None) -> Graph:
+    """Build a :class:`Graph` from an in-memory ONNX model.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto or bytes
+        The model, or its serialized bytes.
+    source : str
+        How error messages and ``graph.metadata["source"]`` name the model.
+    name : str, optional
+        The graph's name (default: the ONNX graph's name, else ``"network"``).
+
+    Returns
+    -------
+    Graph
+        A linted graph; ``metadata`` records source, format, opset, dtype and
+        the ONNX input/output tensor names.
+
+    Raises
+    ------
+    ModelFormatError
+        Undecodable, truncated or inconsistent model, external data.
+    UnsupportedOp
+        An op (or op variant) outside :data:`SUPPORTED_OPS`; the message
+        names the ONNX node and its op type.
+    GraphError
+        The traced graph fails :meth:`Graph.lint` (e.g. a non-finite weight).
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        if not data:
+            raise ModelFormatError(f"ONNX model {source!r} is empty")
+        try:
+            model = onnx.load_model_from_string(data)
+        except (DecodeError, ValueError, RuntimeError) as e:
+            raise ModelFormatError(f"ONNX model {source!r} cannot be decoded (truncated or not an "
+                                   f"ONNX file): {e}") from e
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelFormatError(f"{source!r}: expected an ONNX ModelProto, got {type(model).__name__}")
+    if not model.HasField("graph"):
+        raise ModelFormatError(f"ONNX model {source!r} has no graph (truncated or not an ONNX file)")
+    _reject_external(model.graph, source)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
+        raise ModelFormatError(f"ONNX model {source!r} is invalid: {first}") from e
+    gname = name or model.graph.name or "network"
+    return _Tracer(model, source, gname).run()
+
+
+def load_onnx(path, *, name: str | None = None) -> Graph:
+    """Load an ONNX file as a :class:`Graph`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.onnx`` file. Tensors must be stored inside it (no external data).
+    name : str, optional
+        The graph's name; default: the file name without its suffix.
+
+    Returns
+    -------
+    Graph
+        See :func:`graph_from_onnx_model`.
+
+    Raises
+    ------
+    InputFileError
+        The file does not exist or cannot be read.
+    ModelFormatError, UnsupportedOp, GraphError
+        See :func:`graph_from_onnx_model`.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InputFileError(f"cannot read ONNX model {path!r}: {e.strerror or e}") from e
+    return graph_from_onnx_model(data, source=path, name=name or Path(path).stem)
+
+
+# ---------------------------------------------------------------------------
+# writer
+# ---------------------------------------------------------------------------
+def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) -> onnx.ModelProto:
+    """The ONNX model of ``graph``.
+
+    Parameters
+    ----------
+    graph : Graph
+        A linted graph.
+    dtype : {"float32", "float64"}, optional
+        Element type of the tensors; default ``graph.metadata.get("dtype", "float32")``.
+        ``float32`` rounds weights that are not float32 values (and exact
+        rational weights are written as their float rounding): write
+        ``float64`` for a file whose weights are bit-identical to the graph's.
+    opset : int
+        The default-domain opset (>= 7).
+
+    Returns
+    -------
+    onnx.ModelProto
+        Input ``"input"`` of shape ``[batch, n]``, output ``"output"`` of shape
+        ``[batch, m]``; one ``Gemm(transB=1)`` per affine node (weight stored
+        as (out, in)), ``Relu``, chained ``Add`` and a final ``Identity``.
+        ONNX node names are the graph's node names, so reloading keeps the
+        ReLU layer names and hence the neuron ids.
+    """
+    dtype = dtype or graph.metadata.get("dtype", "float32")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    np_dtype, elem = _DTYPES[dtype]
+    graph.lint(where="onnx writer")
+
+    used = {"input", "output"}
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        return name
+
+    tensor = {}  # graph node -> ONNX tensor holding its value
+    nodes, inits = [], []
+    for n, op in graph.items():
+        args = [tensor[a] for a in graph.args(n)]
+        if op.kind == "input":
+            tensor[n] = "input"
+        elif op.kind == "affine":
+            w = fresh(f"{n}.weight")
+            b = fresh(f"{n}.bias")
+            inits += [numpy_helper.from_array(np.asarray(op.weight, dtype=np_dtype), w),
+                      numpy_helper.from_array(np.asarray(op.bias, dtype=np_dtype), b)]
+            tensor[n] = fresh(n)
+            nodes.append(helper.make_node("Gemm", [args[0], w, b], [tensor[n]], name=n, transB=1))
+        elif op.kind == "relu":
+            tensor[n] = fresh(n)
+            nodes.append(helper.make_node("Relu", args, [tensor[n]], name=n))
+        elif op.kind == "add":
+            # chained left to right: the same summation order as the interpreters
+            acc = args[0]
+            for k, a in enumerate(args[1:]):
+                step = n if k == 0 else f"{n}_{k}"
+                out = fresh(step)
+                nodes.append(helper.make_node("Add", [acc, a], [out], name=step))
+                acc = out
+            tensor[n] = acc
+        elif op.kind == "output":
+            nodes.append(helper.make_node("Identity", args, ["output"], name=n))
+        else:  # pragma: no cover - lint admits only the five kinds
+            raise ValueError(f"node {n!r}: op kind {op.kind!r} cannot be written to ONNX")
+    g = helper.make_graph(
+        nodes, graph.name, [helper.make_tensor_value_info("input", elem, ["batch", graph.input_size])],
+        [helper.make_tensor_value_info("output", elem, ["batch", graph.output_size])],
+        initializer=inits)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(g, opset_imports=opsets, producer_name="leo_verify")
+    model.ir_version = helper.find_min_ir_version_for(opsets)
+    return model
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_onnx(graph: Graph, path, *, dtype: str | None = None, opset: int = 13):
+    """Write ``graph`` as an ONNX file, atomically.
+
+    Parameters
+    ----------
+    graph : Graph
+    path : str or os.PathLike
+        Destination; written to a temporary file in the same folder, then
+        moved into place with :func:`os.replace`, so a reader never sees a
+        half-written file.
+    dtype, opset
+        See :func:`to_onnx_model`.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    InputFileError
+        The file cannot be written.
+    """
+    path = os.fspath(path)
+    data = to_onnx_model(graph, dtype=dtype, opset=opset).SerializeToString()
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise InputFileError(f"cannot write ONNX model {path!r}: {e.strerror or e}") from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

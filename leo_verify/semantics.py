@@ -1,0 +1,119 @@
+"""Interpreters: batched float64 (numpy) and exact (``fractions.Fraction``).
+
+Each interpreter is one table ``op kind -> function(op, args)``; an op kind
+missing from a table raises :class:`UnsupportedOp` naming the node.  The exact
+interpreter uses :meth:`Affine.rational`, i.e. the exact rationals of the
+stored floats (or the op's exact weights when a rewrite produced them).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DataError, UnsupportedOp
+from .graph import Graph
+
+__all__ = ["FLOAT_OPS", "EXACT_OPS", "evaluate", "evaluate_all", "evaluate_exact",
+           "evaluate_exact_all", "as_points", "to_fractions"]
+
+
+def _float_affine(op, args):
+    return args[0] @ op.weight.T + op.bias
+
+
+def _float_add(op, args):
+    out = args[0]
+    for a in args[1:]:
+        out = out + a
+    return out
+
+
+FLOAT_OPS: Mapping[str, Callable] = {
+    "affine": _float_affine,
+    "relu": lambda op, args: np.maximum(args[0], 0.0),
+    "add": _float_add,
+    "output": lambda op, args: args[0],
+}
+
+
+def _exact_affine(op, args):
+    w, b = op.rational()
+    x = args[0]
+    return [sum((wij * xj for wij, xj in zip(row, x) if wij), bi) for row, bi in zip(w, b)]
+
+
+EXACT_OPS: Mapping[str, Callable] = {
+    "affine": _exact_affine,
+    "relu": lambda op, args: [v if v > 0 else Fraction(0) for v in args[0]],
+    "add": lambda op, args: [sum(vs, Fraction(0)) for vs in zip(*args)],
+    "output": lambda op, args: list(args[0]),
+}
+
+
+def as_points(graph: Graph, x, *, what: str = "input") -> np.ndarray:
+    """``x`` as a float64 array of shape (batch, n); a single point may be 1-D."""
+    arr = np.asarray(x, dtype=np.float64)
+    n = graph.input_size
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != n:
+        raise DataError(f"{what}: expected points with {n} values each, got shape {np.shape(x)}")
+    return arr
+
+
+def _run(graph: Graph, table: Mapping, x0, keep: bool):
+    values = {}
+    order = graph.nodes()
+    remaining = {n: len(graph.users(n)) for n in order}
+    for name in order:
+        op = graph.op(name)
+        if op.kind == "input":
+            values[name] = x0
+            continue
+        fn = table.get(op.kind)
+        if fn is None:
+            raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no interpreter rule")
+        args = graph.args(name)
+        values[name] = fn(op, [values[a] for a in args])
+        if not keep:  # free intermediate values as soon as their last user ran
+            for a in args:
+                remaining[a] -= 1
+                if remaining[a] == 0:
+                    del values[a]
+    return values
+
+
+def evaluate(graph: Graph, x) -> np.ndarray:
+    """Outputs of ``graph`` at the points ``x`` (batch, n), float64."""
+    pts = as_points(graph, x)
+    return _run(graph, FLOAT_OPS, pts, keep=False)[graph.output_name]
+
+
+def evaluate_all(graph: Graph, x) -> dict:
+    """Value of every node at the points ``x``: ``{node: (batch, size)}``."""
+    return _run(graph, FLOAT_OPS, as_points(graph, x), keep=True)
+
+
+def to_fractions(point: Sequence) -> list:
+    """Exact rationals of a point's coordinates (floats taken exactly)."""
+    return [v if isinstance(v, Fraction) else Fraction(float(v)) for v in point]
+
+
+def _exact_point(graph: Graph, point):
+    vec = to_fractions(np.asarray(point, dtype=object).ravel().tolist()
+                       if not isinstance(point, list) else point)
+    if len(vec) != graph.input_size:
+        raise DataError(f"input: expected {graph.input_size} values, got {len(vec)}")
+    return vec
+
+
+def evaluate_exact(graph: Graph, point) -> list:
+    """Exact output (a list of Fractions) at one point; floats are taken exactly."""
+    return _run(graph, EXACT_OPS, _exact_point(graph, point), keep=False)[graph.output_name]
+
+
+def evaluate_exact_all(graph: Graph, point) -> dict:
+    """Exact value of every node at one point."""
+    return _run(graph, EXACT_OPS, _exact_point(graph, point), keep=True)
