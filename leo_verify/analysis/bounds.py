@@ -255,3 +255,53 @@ def compute_bounds(graph: Graph, box: Box, *, method: str = "symbolic",
             lo, hi = np.maximum(lo, klo), np.minimum(hi, khi)
         bounds[name] = (lo, hi)
     return bounds
+
+
+def _exact_affine(op, lo, hi):
+    w, b = op.rational()
+    out_lo, out_hi = [], []
+    for row, bi in zip(w, b):
+        a = c = bi
+        for wij, l, h in zip(row, lo, hi):
+            if wij > 0:
+                a += wij * l
+                c += wij * h
+            elif wij < 0:
+                a += wij * h
+                c += wij * l
+        out_lo.append(a)
+        out_hi.append(c)
+    return out_lo, out_hi
+
+
+def exact_interval_bounds(graph: Graph, box: Box, *, known: Mapping | None = None) -> dict:
+    """Interval bounds in exact rational arithmetic ``{node: (lo, hi)}`` (lists of Fraction).
+
+    No rounding at all, so a bound that is exactly 0 stays 0 (a float bound
+    needs a margin and cannot show ``z <= 0`` when ``max z == 0``).  ``known``
+    float bounds (sound) are intersected in as the exact rationals of the floats.
+    """
+    from fractions import Fraction
+    bounds: dict = {}
+    for name in graph.nodes():
+        op = graph.op(name)
+        args = graph.args(name)
+        if op.kind == "input":
+            lo, hi = box.exact_bounds()
+        elif op.kind == "affine":
+            lo, hi = _exact_affine(op, *bounds[args[0]])
+        elif op.kind == "relu":
+            alo, ahi = bounds[args[0]]
+            zero = Fraction(0)
+            lo, hi = [max(v, zero) for v in alo], [max(v, zero) for v in ahi]
+        elif op.kind == "add":
+            lo = [sum(vs, Fraction(0)) for vs in zip(*(bounds[a][0] for a in args))]
+            hi = [sum(vs, Fraction(0)) for vs in zip(*(bounds[a][1] for a in args))]
+        else:
+            lo, hi = bounds[args[0]]
+        if known and name in known:
+            klo, khi = known[name]
+            lo = [max(v, Fraction(float(k))) if np.isfinite(k) else v for v, k in zip(lo, klo)]
+            hi = [min(v, Fraction(float(k))) if np.isfinite(k) else v for v, k in zip(hi, khi)]
+        bounds[name] = (lo, hi)
+    return bounds

@@ -31,11 +31,15 @@ import numpy as np
 from ..domain import Box
 from ..errors import UnsupportedOp
 from ..graph import Graph
+from ..semantics import evaluate_all
 
 __all__ = ["Variable", "Row", "Program", "Encoding", "ENCODERS", "encode", "interval_bounds"]
 
 #: A fixed neuron is one of these phases.
 PHASES = ("active", "inactive")
+
+#: Smallest big-M constant written into a row (see ``_relu_unit``).
+_MIN_M = 1e-7
 
 
 @dataclass(frozen=True)
@@ -160,9 +164,11 @@ class Encoding:
     preact : neuron id -> variable of its pre-activation ``z``.
     phases : neuron id -> ``"active"``, ``"inactive"`` or ``"unstable"`` as encoded.
     nodes : the encoded node names, in topological order.
+    graph : the encoded network.
     """
 
     program: Program
+    graph: Graph
     node_vars: dict = field(default_factory=dict)
     inputs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     binaries: dict = field(default_factory=dict)
@@ -182,30 +188,64 @@ class Encoding:
         """The input coordinates of a solution vector ``x`` of the program."""
         return np.asarray(x, dtype=np.float64)[self.inputs]
 
+    def assignment(self, point) -> np.ndarray:
+        """A solution vector of the program for the input ``point`` (a start solution).
+
+        Every variable gets the network's float value at ``point`` and every
+        binary the phase of its neuron there, so for a point of the box the
+        vector is feasible up to rounding.
+        """
+        values = evaluate_all(self.graph, np.asarray(point, dtype=np.float64)[None, :])
+        x = np.zeros(self.program.num_vars)
+        for node in self.nodes:  # topological: a ReLU sharing z's variable writes last
+            x[self.node_vars[node]] = values[node][0]
+        for nid, a in self.binaries.items():
+            x[a] = 1.0 if x[self.preact[nid]] > 0 else 0.0
+        lb, ub = self.program.bounds()
+        return np.clip(x, lb, ub)  # rounding may step a hair outside a proven bound
+
 
 # -- bounds -----------------------------------------------------------------
+
+_EPS = np.finfo(np.float64).eps
+
 
 def _affine_interval(op, lo, hi):
     # Centre/radius form: one matrix product each, and exact for a point box.
     mid, rad = (lo + hi) / 2.0, (hi - lo) / 2.0
     c = op.weight @ mid + op.bias
     r = np.abs(op.weight) @ rad
-    return c - r, c + r
+    # Float sums of n terms err by at most about n * eps * (sum of |terms|):
+    # pad by a little more so the computed interval contains the real one.
+    mag = np.abs(op.weight) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(op.bias)
+    pad = (op.in_size + 4) * _EPS * mag + np.finfo(np.float64).tiny
+    return c - r - pad, c + r + pad
+
+
+def _add_interval(op, args):
+    lo, hi = sum(a[0] for a in args), sum(a[1] for a in args)
+    mag = sum(np.maximum(np.abs(a[0]), np.abs(a[1])) for a in args)
+    pad = (len(args) + 2) * _EPS * mag
+    return lo - pad, hi + pad
 
 
 _INTERVAL_OPS: Mapping[str, Callable] = {
     "affine": lambda op, args: _affine_interval(op, *args[0]),
     "relu": lambda op, args: (np.maximum(args[0][0], 0.0), np.maximum(args[0][1], 0.0)),
-    "add": lambda op, args: (sum(a[0] for a in args), sum(a[1] for a in args)),
+    "add": _add_interval,
     "output": lambda op, args: args[0],
 }
 
 
-def _widen(lo, hi):
-    # Interval arithmetic in floats rounds to nearest; widening by a relative
-    # 1e-9 plus an absolute 1e-12 covers the rounding of these short sums.
-    pad = 1e-9 * np.maximum(np.abs(lo), np.abs(hi)) + 1e-12
-    return lo - pad, hi + pad
+def _given(name: str, size: int, pair) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = (np.asarray(v, dtype=np.float64).ravel() for v in pair)
+    if lo.shape != (size,) or hi.shape != (size,):
+        raise ValueError(f"bounds of node {name!r}: expected {size} values, got {lo.size}/{hi.size}")
+    bad = np.flatnonzero(np.isnan(lo) | np.isnan(hi) | (lo > hi))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"bounds of node {name!r}[{i}]: [{lo[i]}, {hi[i]}] is not an interval")
+    return lo, hi
 
 
 def interval_bounds(graph: Graph, box: Box, *, given: Mapping | None = None,
@@ -216,14 +256,15 @@ def interval_bounds(graph: Graph, box: Box, *, given: Mapping | None = None,
     ----------
     graph, box : the network and its input box.
     given : node -> (lo, hi) proven bounds; used as is where present, and
-        propagated to the nodes that lack them.
+        propagated to the nodes that lack them.  The input node always gets
+        the box.
     nodes : restrict the computation to these nodes (a set closed under
         ancestors); default all.
 
     Returns
     -------
-    dict node -> (lo, hi) float64 arrays.  The computed ones are slightly
-    widened to cover floating-point rounding.
+    dict node -> (lo, hi) float64 arrays.  The computed ones are padded to
+    cover floating-point rounding.
     """
     given = dict(given or {})
     out = {}
@@ -231,16 +272,16 @@ def interval_bounds(graph: Graph, box: Box, *, given: Mapping | None = None,
         if nodes is not None and name not in nodes:
             continue
         op = graph.op(name)
-        if name in given:
-            lo, hi = given[name]
-            out[name] = (np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))
-        elif op.kind == "input":
+        if op.kind == "input":
+            # The box *is* the domain: bounds given for the input are ignored.
             out[name] = (np.array(box.lower), np.array(box.upper))
+        elif name in given:
+            out[name] = _given(name, op.size, given[name])
         else:
             fn = _INTERVAL_OPS.get(op.kind)
             if fn is None:
                 raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no interval rule")
-            out[name] = _widen(*fn(op, [out[a] for a in graph.args(name)]))
+            out[name] = fn(op, [out[a] for a in graph.args(name)])
     return out
 
 
@@ -291,7 +332,7 @@ def _enc_add(ctx: _Ctx, name, op, args):
     ids = _new_vars(ctx, name, lo, hi)
     for i, s in enumerate(ids):
         coefs: dict = {}
-        for a in args:  # an argument may alias another (x + x is not allowed, aliases are)
+        for a in args:  # two arguments may share a variable (an active ReLU and its input)
             coefs[int(a[i])] = coefs.get(int(a[i]), 0.0) + 1.0
         coefs[int(s)] = coefs.get(int(s), 0.0) - 1.0
         ctx.prog.add_row(coefs, 0.0, 0.0, name=f"{name}[{i}]")
@@ -326,6 +367,10 @@ def _relu_unit(ctx: _Ctx, nid: str, z: int, lo: float, hi: float) -> int:
     if phase == "active":
         prog.tighten(z, lb=0.0)
         return z  # y = z: share the variable instead of adding a row
+    # Solvers drop tiny matrix entries (HiGHS: below 1e-9), which would turn
+    # the big-M rows into y <= z or y <= 0, cutting off real points; widening
+    # the constants to at least _MIN_M only loosens (relaxes) the encoding.
+    lo, hi = min(lo, -_MIN_M), max(hi, _MIN_M)
     y = prog.add_var(f"{nid}.y", 0.0, hi)
     a = prog.add_var(f"{nid}.a", 0.0, 1.0, integer=True)
     ctx.enc.binaries[nid] = a
@@ -385,7 +430,7 @@ def encode(graph: Graph, box: Box, bounds: Mapping | None = None, *, upto: str |
     box.check_size(graph.input_size)
     keep = _ancestors(graph, upto)
     order = [n for n in graph.nodes() if keep is None or n in keep]
-    ctx = _Ctx(Encoding(Program()), interval_bounds(graph, box, given=bounds, nodes=set(order)),
+    ctx = _Ctx(Encoding(Program(), graph), interval_bounds(graph, box, given=bounds, nodes=set(order)),
                dict(fixed or {}),
                {n: graph.args(n)[0] for n in order if graph.op(n).kind == "relu"})
     for name in order:

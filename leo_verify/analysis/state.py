@@ -13,7 +13,7 @@ import numpy as np
 
 from ..domain import Box
 from ..graph import Graph
-from .bounds import compute_bounds, interval_bounds
+from .bounds import compute_bounds, exact_interval_bounds, interval_bounds
 from .facts import (STABLY_ACTIVE, STABLY_INACTIVE, UNKNOWN, UNSTABLE, Facts, NeuronFact)
 from .witness import WitnessSet, neuron_index, search_witnesses
 
@@ -101,6 +101,30 @@ class AnalysisState:
             elif lo >= 0.0:
                 evidence = "interval" if ilo >= 0.0 else "symbolic"
                 self._decide(nid, STABLY_ACTIVE, evidence)
+        self._exact_borderline()
+
+    def _exact_borderline(self) -> None:
+        """Decide in exact arithmetic the neurons whose float bound misses 0 only
+        by its rounding margin (e.g. a maximum that is exactly 0)."""
+        border = []
+        for nid, fact in self.facts.items():
+            if fact.stable:
+                continue
+            scale = max(1.0, abs(fact.lower), abs(fact.upper))
+            if 0.0 < fact.upper <= 1e-9 * scale or -1e-9 * scale <= fact.lower < 0.0:
+                border.append(nid)
+        if not border:
+            return
+        exact = exact_interval_bounds(self.graph, self.box, known=self.known)
+        for nid in border:
+            pre, row, _ = self.index[nid]
+            lo, hi = exact[pre][0][row], exact[pre][1][row]
+            if hi <= 0:
+                self.facts[nid].upper = min(self.facts[nid].upper, 0.0)
+                self._decide(nid, STABLY_INACTIVE, "interval")
+            elif lo >= 0:
+                self.facts[nid].lower = max(self.facts[nid].lower, 0.0)
+                self._decide(nid, STABLY_ACTIVE, "interval")
 
     def prove(self, nid: str, status: str, evidence: str, *, bound: float, stats: dict) -> None:
         """Record a solver proof: ``bound`` is the proven (already margin-adjusted)
@@ -144,8 +168,10 @@ class AnalysisState:
 
     def add_points(self, points) -> None:
         """Replay points through the whole network; settle what they witness."""
-        pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
-        pts = pts[self.box.contains(pts)]
+        # solver solutions may sit a tolerance outside the box: clip them in
+        # (the exact re-check then decides whether the clipped point witnesses)
+        pts = self.box.clip(np.atleast_2d(np.asarray(points, dtype=np.float64)))
+        pts = pts[np.all(np.isfinite(pts), axis=1)]
         if not len(pts):
             return
         todo = [n for n, f in self.facts.items() if f.status == UNKNOWN]

@@ -1,0 +1,34 @@
+"""The README's main job on the bundled example: info, eval and analyze.
+
+Run with ``./run demo``.  Regenerates nothing; the example net is committed
+(``examples/make_example.py`` rebuilds it byte-identically).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NET = os.path.join(HERE, "nets", "tiny_mlp.onnx")
+DOMAIN = os.path.join(HERE, "nets", "tiny_mlp_domain.json")
+POINT = os.path.join(HERE, "nets", "tiny_point.json")
+
+
+def main() -> int:
+    from leo_verify.cli import main as cli
+    with tempfile.TemporaryDirectory() as tmp:
+        facts = os.path.join(tmp, "facts.json")
+        for argv in (["info", NET], ["eval", NET, "--input", POINT, "--exact"],
+                     ["analyze", NET, "--domain", DOMAIN, "-o", facts]):
+            print(f"$ leo-verify {' '.join(os.path.relpath(a) if os.path.exists(a) else a for a in argv)}",
+                  flush=True)
+            rc = cli(argv)
+            if rc:
+                return rc
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
