@@ -133,19 +133,21 @@ def test_bounds_decide_stability_without_binaries():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fixed_neurons_remove_binaries(backend):
-    # relu1[0]: x1 + x2 - 1.5 <= 0.5 ... is unstable on the box; relu1[1] =
-    # x1 - x2 - 2.5 is truly inactive (max -0.5) but given loose bounds.
+    # relu1[0]: x1 + x2 - 1.5 is unstable on the box; relu1[1] = x1 - x2 - 2.5
+    # is truly inactive (max -0.5).  Given loose bounds are intersected with the
+    # sound interval bounds, so the encoding sees that by itself.
     g = mlp([([[1, 1], [1, -1]], [-1.5, -2.5]), ([[1, 1]], [0])])
     loose = {"fc1": (np.array([-5.0, -5.0]), np.array([5.0, 5.0]))}
     free = encode(g, BOX2, loose)
-    fixed = encode(g, BOX2, loose, fixed={"relu1[1]": "inactive"})
-    assert set(free.binaries) == {"relu1[0]", "relu1[1]"}
-    assert set(fixed.binaries) == {"relu1[0]"}
-    assert fixed.program.num_integer == 1
-    # a true fact does not change the optimum: max = relu(0.5) + 0 = 0.5
-    for enc in (free, fixed):
-        r = solve(enc.program, {enc.var("fc2", 0): 1.0}, backend=backend)
-        assert r.status == "optimal" and r.primal == pytest.approx(0.5, abs=TOL)
+    assert set(free.binaries) == {"relu1[0]"}
+    assert free.phases["relu1[1]"] == "inactive"
+    r = solve(free.program, {free.var("fc2", 0): 1.0}, backend=backend)
+    assert r.status == "optimal" and r.primal == pytest.approx(0.5, abs=TOL)
+    # fixing relu1[0] inactive removes its binary and forces z <= 0: optimum 0
+    fixed = encode(g, BOX2, loose, fixed={"relu1[0]": "inactive"})
+    assert not fixed.binaries and fixed.program.num_integer == 0
+    r = solve(fixed.program, {fixed.var("fc2", 0): 1.0}, backend=backend)
+    assert r.status == "optimal" and r.primal == pytest.approx(0.0, abs=TOL)
     # fixing active shares z and forces z >= 0
     act = encode(g, BOX2, loose, fixed={"relu1[0]": "active"})
     assert "relu1[0]" not in act.binaries

@@ -131,11 +131,65 @@ def apply_outcomes(state: AnalysisState, outcomes) -> None:
         state.add_points(np.array(points))
 
 
+def lp_layer(state: AnalysisState, layer: str, executor, *, last: bool) -> None:
+    """Tighten the bounds of a layer's non-stable neurons with the LP relaxation.
+
+    An LP optimum (a float solver's answer) is used like a MILP dual bound:
+    widened by the margin tau it is a proven bound, beyond -tau / tau it
+    proves stability (evidence "lp").  Unstable neurons are tightened too —
+    their bounds build the relaxations and big-M of every deeper layer — but
+    not in the last layer, where nothing deeper profits.
+    """
+    g = state.graph
+    pre = g.args(layer)[0]
+    if set(g.nx.predecessors(pre)) <= {g.input_name}:
+        return  # an affine map of the box: interval bounds are already exact
+    queries = []
+    for nid in g.op(layer).neurons:
+        f = state.facts[nid]
+        if f.stable or (last and f.status != UNKNOWN):
+            continue
+        _, row, _ = state.index[nid]
+        tau = tau_for(state, nid)
+        queries += [Query(nid, row, "max", tau), Query(nid, row, "min", tau)]
+    if not queries:
+        return
+    opts = state.options
+    tasks = [LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, chunk,
+                       backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
+                       relax=True) for chunk in _split(queries, max(1, opts.workers))]
+    size = g.size_of(pre)
+    lo, hi = state.known.get(pre, (np.full(size, -np.inf), np.full(size, np.inf)))
+    lo, hi = lo.copy(), hi.copy()
+    proofs = []
+    for outcomes in executor.map_tasks(tasks):
+        for out in outcomes:
+            state.counters["lp"] += 1
+            if out.stats.get("status") != "optimal" or out.dual is None:
+                continue
+            _, row, _ = state.index[out.nid]
+            tau = tau_for(state, out.nid)
+            if out.sense == "max":
+                hi[row] = min(hi[row], out.dual + tau)
+            else:
+                lo[row] = max(lo[row], out.dual - tau)
+            if out.verdict == "proved":
+                proofs.append(out)
+    state.known[pre] = (lo, hi)
+    for out in proofs:
+        if state.facts[out.nid].status == UNKNOWN:
+            status = STABLY_INACTIVE if out.sense == "max" else STABLY_ACTIVE
+            state.prove(out.nid, status, "lp", bound=0.0, stats={})
+    state.refresh_bounds()
+
+
 def run_fast(state: AnalysisState, executor, *, data=None, progress=None) -> None:
     state.refresh_bounds()
     witness_phase(state, data=data)
-    for layer, _ in state.graph.relus():
+    layers = state.graph.relus()
+    for k, (layer, _) in enumerate(layers):
         state.check_budget()
+        lp_layer(state, layer, executor, last=k == len(layers) - 1)
         milp_layer(state, layer, executor)
         state.refresh_bounds()  # proofs of this layer tighten the next one's big-M
         if progress is not None:

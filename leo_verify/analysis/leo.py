@@ -27,7 +27,10 @@ def run_leo(state, executor, *, data=None, progress=None) -> None:
         pre = state.graph.args(layer)[0]
         queries = []
         for nid in op.neurons:
-            if state.facts[nid].status != UNKNOWN:
+            # as published: both MILPs for every neuron not already stable,
+            # also those a replayed witness showed unstable (their optima are
+            # the bounds the next layer's big-M is built from)
+            if state.facts[nid].stable:
                 continue
             _, row, _ = state.index[nid]
             tau = tau_for(state, nid)

@@ -9,15 +9,20 @@ The ReLU encoding uses *proven* bounds ``lo <= z <= hi`` on each
 pre-activation ``z`` (the caller's responsibility: the encoding is only as
 sound as these bounds):
 
-* ``hi <= 0`` or fixed ``"inactive"``: ``y = 0``, no binary;
+* ``hi <= 0`` or fixed ``"inactive"``: ``y = 0``, no binary (and ``z <= 0``,
+  a proven fact, becomes a bound of ``z``);
 * ``lo >= 0`` or fixed ``"active"``: ``y = z``, no binary (``y`` *is* the
-  variable of ``z``);
+  variable of ``z``, with ``z >= 0``);
 * otherwise the big-M formulation with binary ``a`` (``a = 1`` iff active)::
 
       y >= 0,  y >= z,  y <= z - lo (1 - a),  y <= hi a,  0 <= y <= hi
 
   which, for ``lo < 0 < hi``, is the tightest formulation of one ReLU over
-  ``[lo, hi]`` (its LP relaxation is the triangle).
+  ``[lo, hi]`` (its LP relaxation is the triangle).  ``|lo|`` and ``hi`` are
+  widened to at least 1e-7 so no solver drops a tiny coefficient.
+
+:meth:`Encoding.assignment` turns an input point into a full solution vector
+(a start solution / hint for the backends).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import numpy as np
 from ..domain import Box
 from ..errors import UnsupportedOp
 from ..graph import Graph
+from .bounds import interval_bounds as _sound_intervals
 from ..semantics import evaluate_all
 
 __all__ = ["Variable", "Row", "Program", "Encoding", "ENCODERS", "encode", "interval_bounds"]
@@ -207,40 +213,11 @@ class Encoding:
 
 # -- bounds -----------------------------------------------------------------
 
-_EPS = np.finfo(np.float64).eps
-
-
-def _affine_interval(op, lo, hi):
-    # Centre/radius form: one matrix product each, and exact for a point box.
-    mid, rad = (lo + hi) / 2.0, (hi - lo) / 2.0
-    c = op.weight @ mid + op.bias
-    r = np.abs(op.weight) @ rad
-    # Float sums of n terms err by at most about n * eps * (sum of |terms|):
-    # pad by a little more so the computed interval contains the real one.
-    mag = np.abs(op.weight) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(op.bias)
-    pad = (op.in_size + 4) * _EPS * mag + np.finfo(np.float64).tiny
-    return c - r - pad, c + r + pad
-
-
-def _add_interval(op, args):
-    lo, hi = sum(a[0] for a in args), sum(a[1] for a in args)
-    mag = sum(np.maximum(np.abs(a[0]), np.abs(a[1])) for a in args)
-    pad = (len(args) + 2) * _EPS * mag
-    return lo - pad, hi + pad
-
-
-_INTERVAL_OPS: Mapping[str, Callable] = {
-    "affine": lambda op, args: _affine_interval(op, *args[0]),
-    "relu": lambda op, args: (np.maximum(args[0][0], 0.0), np.maximum(args[0][1], 0.0)),
-    "add": _add_interval,
-    "output": lambda op, args: args[0],
-}
-
-
 def _given(name: str, size: int, pair) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = (np.asarray(v, dtype=np.float64).ravel() for v in pair)
     if lo.shape != (size,) or hi.shape != (size,):
-        raise ValueError(f"bounds of node {name!r}: expected {size} values, got {lo.size}/{hi.size}")
+        raise ValueError(f"bounds of node {name!r}: expected {size} values, "
+                         f"got {lo.size}/{hi.size}")
     bad = np.flatnonzero(np.isnan(lo) | np.isnan(hi) | (lo > hi))
     if bad.size:
         i = int(bad[0])
@@ -250,39 +227,17 @@ def _given(name: str, size: int, pair) -> tuple[np.ndarray, np.ndarray]:
 
 def interval_bounds(graph: Graph, box: Box, *, given: Mapping | None = None,
                     nodes=None) -> dict:
-    """Interval bounds on every node (or on ``nodes``), preferring the ``given`` ones.
+    """Sound interval bounds on every node (or on ``nodes``), tightened by ``given``.
 
-    Parameters
-    ----------
-    graph, box : the network and its input box.
-    given : node -> (lo, hi) proven bounds; used as is where present, and
-        propagated to the nodes that lack them.  The input node always gets
-        the box.
-    nodes : restrict the computation to these nodes (a set closed under
-        ancestors); default all.
-
-    Returns
-    -------
-    dict node -> (lo, hi) float64 arrays.  The computed ones are padded to
-    cover floating-point rounding.
+    ``given`` maps node -> (lo, hi) proven bounds (validated, then intersected
+    with the propagated ones); the input node always gets the box.  The
+    propagation is :func:`leo_verify.analysis.bounds.interval_bounds` (rigorous
+    outward rounding): one interval rule set for the whole package.
     """
-    given = dict(given or {})
-    out = {}
-    for name in graph.nodes():
-        if nodes is not None and name not in nodes:
-            continue
-        op = graph.op(name)
-        if op.kind == "input":
-            # The box *is* the domain: bounds given for the input are ignored.
-            out[name] = (np.array(box.lower), np.array(box.upper))
-        elif name in given:
-            out[name] = _given(name, op.size, given[name])
-        else:
-            fn = _INTERVAL_OPS.get(op.kind)
-            if fn is None:
-                raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no interval rule")
-            out[name] = fn(op, [out[a] for a in graph.args(name)])
-    return out
+    inp = graph.input_name
+    checked = {n: _given(n, graph.size_of(n), pair) for n, pair in (given or {}).items() if n != inp}
+    out = _sound_intervals(graph, box, known=checked)
+    return out if nodes is None else {n: v for n, v in out.items() if n in nodes}
 
 
 # -- encoders ---------------------------------------------------------------
@@ -430,7 +385,8 @@ def encode(graph: Graph, box: Box, bounds: Mapping | None = None, *, upto: str |
     box.check_size(graph.input_size)
     keep = _ancestors(graph, upto)
     order = [n for n in graph.nodes() if keep is None or n in keep]
-    ctx = _Ctx(Encoding(Program(), graph), interval_bounds(graph, box, given=bounds, nodes=set(order)),
+    known = interval_bounds(graph, box, given=bounds, nodes=set(order))
+    ctx = _Ctx(Encoding(Program(), graph), known,
                dict(fixed or {}),
                {n: graph.args(n)[0] for n in order if graph.op(n).kind == "relu"})
     for name in order:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..domain import Box
 from ..graph import Graph
-from .backends import solve
+from .backends import Session
 from .milp import encode
 
 __all__ = ["Query", "LayerTask", "QueryOutcome", "run_layer_task"]
@@ -59,6 +59,7 @@ class LayerTask:
     time_limit: float | None = None
     threads: int = 1
     early_stop: bool = True
+    relax: bool = False  # LP relaxation: the answers are bounds, not decisions
 
 
 def _read(q: Query, res, enc) -> QueryOutcome:
@@ -85,12 +86,22 @@ def _read(q: Query, res, enc) -> QueryOutcome:
 
 
 def run_layer_task(task: LayerTask) -> list:
-    """Answer the queries of one layer (in this process)."""
+    """Answer the queries of one layer (in this process).
+
+    One model per task, re-solved with a new objective per query.  The box
+    centre, played through the network, is given as a start solution: SCIP
+    (through pywraplp) reports a *wrong* dual bound when it stops without an
+    incumbent, and the backend then withholds it; with a start solution every
+    early stop on the dual side stays readable.
+    """
     enc = encode(task.graph, task.box, task.bounds, upto=task.pre, fixed=task.fixed)
+    centre = (task.box.lower + task.box.upper) / 2
+    session = Session(enc.program, backend=task.backend, threads=task.threads, relax=task.relax,
+                      hint=enc.assignment(centre))
     out = []
     for q in task.queries:
         z = enc.var(task.pre, q.row)
-        if task.early_stop:
+        if task.early_stop and not task.relax:
             # stop at the first witness (incumbent beyond 0) or at a proof
             # (dual bound beyond the margin): either answers the question.
             eps = q.tau
@@ -98,7 +109,6 @@ def run_layer_task(task: LayerTask) -> list:
                 else dict(primal_stop=-eps, dual_stop=q.tau)
         else:
             stops = {}
-        res = solve(enc.program, {z: 1.0}, sense=q.sense, backend=task.backend,
-                    time_limit=task.time_limit, threads=task.threads, **stops)
+        res = session.solve({z: 1.0}, sense=q.sense, time_limit=task.time_limit, **stops)
         out.append(_read(q, res, enc))
     return out
