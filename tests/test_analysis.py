@@ -214,3 +214,24 @@ def test_dask_local_cluster_gives_identical_facts():
     assert remote.meta["counters"]["milp_queries"] == local.meta["counters"]["milp_queries"]
     assert {n: (f.status, f.evidence, f.witness_pos, f.witness_neg) for n, f in remote.neurons.items()} == \
         {n: (f.status, f.evidence, f.witness_pos, f.witness_neg) for n, f in local.neurons.items()}
+
+
+def test_cli_scheduler_address_on_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from pathlib import Path
+
+    from leo_verify.cli import main
+    ex = Path(__file__).resolve().parents[1] / "examples" / "nets"
+    args = [str(ex / "tiny_mlp.onnx"), "--domain", str(ex / "tiny_mlp_domain.json")]
+    assert main(["analyze", *args, "-o", str(tmp_path / "local.json")]) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        rc = main(["analyze", *args, "--scheduler", cluster.scheduler_address,
+                   "-o", str(tmp_path / "dask.json")])
+    assert rc == 0
+    a, b = Facts.load(str(tmp_path / "local.json")), Facts.load(str(tmp_path / "dask.json"))
+    assert a.to_json()["neurons"].keys() == b.to_json()["neurons"].keys()
+    assert {n: (f.status, f.witness_pos, f.witness_neg) for n, f in a.neurons.items()} == \
+        {n: (f.status, f.witness_pos, f.witness_neg) for n, f in b.neurons.items()}
+    # an address nobody listens on is one readable line, exit 3
+    assert main(["analyze", *args, "--scheduler", "tcp://127.0.0.1:9", "-o", str(tmp_path / "x.json")]) == 3

@@ -94,19 +94,7 @@ def preactivation_nodes(graph: Graph) -> list[str]:
 
 def interval_bounds(graph: Graph, box: Box, *, known: Mapping | None = None) -> dict:
     """Sound interval bounds ``{node: (lo, hi)}``; ``known`` bounds are intersected in."""
-    box.check_size(graph.input_size)
-    bounds: dict = {}
-    for name in graph.nodes():
-        op = graph.op(name)
-        if op.kind == "input":
-            lo, hi = box.lower.copy(), box.upper.copy()
-        else:
-            lo, hi = _interval_step(graph, name, bounds)
-        if known and name in known:
-            klo, khi = known[name]
-            lo, hi = np.maximum(lo, klo), np.minimum(hi, khi)
-        bounds[name] = (lo, hi)
-    return bounds
+    return compute_bounds(graph, box, method="interval", known=known)
 
 
 def relu_relaxation(lo: np.ndarray, hi: np.ndarray):
@@ -228,12 +216,13 @@ def symbolic_bounds(graph: Graph, box: Box, bounds: Mapping, target: str):
 
 
 def compute_bounds(graph: Graph, box: Box, *, method: str = "symbolic",
-                   known: Mapping | None = None) -> dict:
+                   known: Mapping | None = None, upto: str | None = None) -> dict:
     """Sound bounds of every node: interval propagation, and for pre-activations
     (and, with ``method="symbolic"``) the CROWN bound, whichever is tighter.
 
     ``known``: extra proven bounds (e.g. from LP/MILP) intersected in; they
-    tighten every later node.
+    tighten every later node.  ``upto``: stop after this node (deeper nodes
+    are left out of the result).
     """
     if method not in ("interval", "symbolic"):
         raise ValueError(f"unknown bound method {method!r}")
@@ -254,6 +243,8 @@ def compute_bounds(graph: Graph, box: Box, *, method: str = "symbolic",
             klo, khi = known[name]
             lo, hi = np.maximum(lo, klo), np.minimum(hi, khi)
         bounds[name] = (lo, hi)
+        if name == upto:
+            break
     return bounds
 
 

@@ -34,6 +34,10 @@ class TaskRunner:
         if self.owned and self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
         self.executor = None
+        client = getattr(self, "_client", None)
+        if client is not None:  # a Dask client we opened for --scheduler
+            client.close()
+            self._client = None
 
     def __enter__(self):
         return self

@@ -16,6 +16,7 @@ import numpy as np
 
 from .facts import STABLY_ACTIVE, STABLY_INACTIVE, UNKNOWN
 from .queries import LayerTask, Query
+from .split import split_layer
 from .state import TAU_REL, AnalysisState
 from .witness import candidate_points, gradient_search
 
@@ -190,6 +191,7 @@ def run_fast(state: AnalysisState, executor, *, data=None, progress=None) -> Non
     for k, (layer, _) in enumerate(layers):
         state.check_budget()
         lp_layer(state, layer, executor, last=k == len(layers) - 1)
+        split_layer(state, layer)
         milp_layer(state, layer, executor)
         state.refresh_bounds()  # proofs of this layer tighten the next one's big-M
         if progress is not None:
