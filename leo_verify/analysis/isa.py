@@ -5,10 +5,12 @@
    inactive*; never negative, for *stably active*.  Neurons seen on both
    sides are replayed exactly as witnesses.
 2. One MILP over the whole network (proven-stable neurons fixed, sound
-   symbolic bounds as big-M) with an indicator ``f_j`` per candidate:
-   ``f_j = 1`` forces candidate j *within the margin of flipping*
-   (``z_j >= -tau_j`` for an inactive candidate, ``z_j <= tau_j`` for an
-   active one).  The objective maximises the number of indicators.
+   symbolic bounds as big-M) with an indicator ``f_j`` per candidate; the
+   objective maximises the number of indicators.  First ``f_j = 1`` forces
+   a flip beyond the margin (``z_j >= tau_j`` for an inactive candidate,
+   ``z_j <= -tau_j`` for an active one), so solutions are real witnesses;
+   when no flip is left, ``f_j = 1`` only forces candidate j *within the
+   margin of flipping* (``z_j >= -tau_j`` / ``z_j <= tau_j``).
 3. Each solution's input point is replayed through the whole network: the
    candidates it truly flips become unstable (with an exact witness);
    candidates it claims within the margin but does not flip exactly are
@@ -63,6 +65,10 @@ def run_isa(state, executor, *, data=None, progress=None) -> None:
     state.add_points(pts)  # non-candidates settle as unstable by exact witnesses
     cands = candidates_from_points(state, pts)
     rounds = 0
+    # phase "flip": f_j = 1 needs a flip beyond the margin (z_j >= tau), so each
+    # solution is a real witness; once no flip is left, phase "prove": f_j = 1
+    # needs only z_j >= -tau, and an optimum below 1 proves every candidate.
+    phase = "flip"
     while cands:
         state.check_budget()
         rounds += 1
@@ -74,20 +80,25 @@ def run_isa(state, executor, *, data=None, progress=None) -> None:
             lo, hi = prog.variables[z].lb, prog.variables[z].ub
             tau = tau_for(state, nid)
             f = prog.add_var(f"{nid}.flip", 0.0, 1.0, integer=True)
+            t = tau if phase == "flip" else -tau
             if kind == "inactive":
-                big = max(0.0, -tau - lo)  # f = 1 -> z >= -tau ; f = 0 -> z >= lo
-                prog.add_row({z: 1.0, f: -big}, -tau - big, np.inf, name=f"{nid}.flip")
+                big = max(0.0, t - lo)  # f = 1 -> z >= t ; f = 0 -> z >= lo
+                prog.add_row({z: 1.0, f: -big}, t - big, np.inf, name=f"{nid}.flip")
             else:
-                big = max(0.0, hi - tau)   # f = 1 -> z <= tau ; f = 0 -> z <= hi
-                prog.add_row({z: 1.0, f: big}, -np.inf, tau + big, name=f"{nid}.flip")
+                big = max(0.0, hi + t)  # f = 1 -> z <= -t ; f = 0 -> z <= hi
+                prog.add_row({z: 1.0, f: big}, -np.inf, -t + big, name=f"{nid}.flip")
             flags[nid] = f
         res = solve(prog, {f: 1.0 for f in flags.values()}, sense="max", backend=opts.solver,
                     time_limit=_limit(state), threads=opts.threads, dual_stop=0.5)
         state.counters["milp"] += 1
         state.counters["milp_time"] += float(res.time)
-        stats = {"isa_round": rounds, "solver": res.backend, "status": res.status,
+        stats = {"isa_round": rounds, "isa_phase": phase, "solver": res.backend, "status": res.status,
                  "candidates": len(cands)}
-        if res.status != "error" and res.dual is not None and np.isfinite(res.dual) and res.dual < 1.0:
+        no_flip = res.status != "error" and res.dual is not None and np.isfinite(res.dual) and res.dual < 1.0
+        if no_flip and phase == "flip":
+            phase = "prove"
+            continue
+        if no_flip:
             for nid, kind in cands.items():
                 status = STABLY_INACTIVE if kind == "inactive" else STABLY_ACTIVE
                 state.prove(nid, status, "milp", bound=0.0, stats=dict(stats))

@@ -41,6 +41,9 @@ from ..semantics import evaluate_all
 
 __all__ = ["Variable", "Row", "Program", "Encoding", "ENCODERS", "encode", "interval_bounds"]
 
+#: coefficients below this are left out of rows (with a sound slack)
+SMALL_COEF = 1e-9
+
 #: A fixed neuron is one of these phases.
 PHASES = ("active", "inactive")
 
@@ -271,14 +274,29 @@ def _enc_input(ctx: _Ctx, name, op, args):
 def _enc_affine(ctx: _Ctx, name, op, args):
     # z = W x + b as explicit variables with their proven bounds: the bounds
     # are what makes the big-M rows tight and the solver's propagation strong.
+    #
+    # Solvers treat tiny coefficients as zero (SCIP's epsilon and HiGHS'
+    # small_matrix_value are ~1e-9; HiGHS drops them with a warning).  A
+    # silently dropped term would change the model, so we drop terms below
+    # SMALL_COEF ourselves and turn the equality into a range wide enough to
+    # hold every value they can take: a sound relaxation (witnesses are
+    # replayed exactly anyway).
     lo, hi = ctx.bounds[name]
     xs = args[0]
+    arg_name = ctx.enc.graph.args(name)[0]
+    alo, ahi = ctx.bounds[arg_name]
+    amax = np.maximum(np.abs(alo), np.abs(ahi))
     ids = _new_vars(ctx, name, lo, hi)
     for i, z in enumerate(ids):
-        coefs = {int(x): float(w) for x, w in zip(xs, op.weight[i]) if w != 0.0}
+        row = op.weight[i]
+        tiny = (np.abs(row) < SMALL_COEF) & (row != 0.0)
+        coefs = {int(x): float(w) for x, w, t in zip(xs, row, tiny) if w != 0.0 and not t}
         coefs[int(z)] = coefs.get(int(z), 0.0) - 1.0
         b = -float(op.bias[i])
-        ctx.prog.add_row(coefs, b, b, name=f"{name}[{i}]")
+        slack = 0.0
+        if np.any(tiny):
+            slack = 2.0 * float(np.abs(row[tiny]) @ amax[tiny]) + 1e-300
+        ctx.prog.add_row(coefs, b - slack, b + slack, name=f"{name}[{i}]")
     return ids
 
 
