@@ -10,7 +10,19 @@ from .semantics import evaluate, evaluate_exact
 __version__ = "0.1.0"
 
 __all__ = ["Graph", "Input", "Affine", "Relu", "Add", "Output", "LeoError",
-           "evaluate", "evaluate_exact", "load", "__version__"]
+           "evaluate", "evaluate_exact", "load", "analyze", "compress", "__version__"]
+
+
+def compress(model, domain, **kwargs):
+    """Analyse and rewrite losslessly; see :func:`leo_verify.compress.compress`."""
+    from .compress import compress as _compress
+    return _compress(model, domain, **kwargs)
+
+
+def analyze(graph, domain, **kwargs):
+    """Stability facts of every hidden neuron; see :func:`leo_verify.analysis.analyze`."""
+    from .analysis import analyze as _analyze
+    return _analyze(graph, domain, **kwargs)
 
 
 def load(source, **kwargs) -> Graph:

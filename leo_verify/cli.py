@@ -34,7 +34,7 @@ import numpy as np
 
 from . import __version__
 from .errors import DataError, InputFileError, LeoError, OutputError, UsageError
-from .util import atomic_write_bytes
+from .util import atomic_write_bytes, read_json
 
 __all__ = ["main", "Command", "COMMANDS", "register", "build_parser"]
 
@@ -120,15 +120,7 @@ def read_points(path: str, n: int) -> tuple[np.ndarray, bool]:
     if not os.path.isfile(path):
         raise InputFileError(f"input path {path!r} is not a file")
     if low.endswith(".json"):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"input file {path!r}: not valid JSON ({exc})") from None
-        except RecursionError:
-            raise DataError(f"input file {path!r}: JSON nested too deeply") from None
-        except OSError as exc:
-            raise InputFileError(f"input file {path!r} cannot be read: {exc.strerror or exc}") from None
+        data = read_json(path, what="input file", error=DataError)
         if not isinstance(data, list) or not data:
             raise DataError(f"input file {path!r}: expected a non-empty list of numbers (one point) "
                             f"or a list of lists (several points), got {type(data).__name__}"
@@ -378,7 +370,7 @@ def main(argv=None) -> int:
 
 
 # commands defined in their own modules register themselves on import
-from . import cli_analyze  # noqa: E402,F401
+from . import cli_analyze, cli_compress  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -12,7 +12,6 @@ Every check names the offending index and values.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -22,6 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 from .errors import DomainError, InputFileError
+from .util import read_json
 
 __all__ = ["Box", "parse_domain", "load_domains"]
 
@@ -135,17 +135,7 @@ def load_domains(spec, *, n: int | None = None) -> list[Box]:
         if s.startswith("box:"):
             boxes = [_parse_box_spec(s, n)]
         elif s.lower().endswith(".json"):
-            if not os.path.isfile(s):
-                raise InputFileError(f"domain file {s!r} does not exist")
-            try:
-                with open(s, encoding="utf-8") as fh:
-                    data = json.load(fh)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise DomainError(f"domain file {s!r}: not valid JSON ({exc})") from None
-            except RecursionError:
-                raise DomainError(f"domain file {s!r}: JSON nested too deeply") from None
-            except OSError as exc:
-                raise InputFileError(f"domain file {s!r} cannot be read: {exc.strerror or exc}") from None
+            data = read_json(s, what="domain file", error=DomainError)
             boxes = [Box.from_json(data, source=s)]
         elif s.lower().endswith(".vnnlib"):
             from .io.vnnlib import read_vnnlib

@@ -20,18 +20,22 @@ class UsageError(LeoError, ValueError):
     exit_code = 3
 
 
-class InputFileError(LeoError, OSError):
-    """A file the user named does not exist, is not a file, or cannot be read/written."""
-
-    exit_code = 4
+class _MessageOSError(OSError):
+    """An OSError that is just a message: OSError's constructor would read
+    positional args as (errno, strerror); keep the plain semantics of the
+    other errors."""
 
     def __init__(self, message: str):
-        # OSError's constructor interprets positional args (errno, strerror);
-        # keep the plain message semantics of the other errors.
         super().__init__(message)
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return str(self.args[0]) if self.args else ""
+
+
+class InputFileError(LeoError, _MessageOSError):
+    """A file the user named does not exist, is not a file, or cannot be read/written."""
+
+    exit_code = 4
 
 
 class ModelFormatError(LeoError, ValueError):
@@ -64,16 +68,10 @@ class DataError(LeoError, ValueError):
     exit_code = 9
 
 
-class OutputError(LeoError, OSError):
+class OutputError(LeoError, _MessageOSError):
     """An output cannot be written safely (would overwrite an input, folder locked)."""
 
     exit_code = 10
-
-    def __init__(self, message: str):
-        super().__init__(message)
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return str(self.args[0]) if self.args else ""
 
 
 #: exit code -> meaning; the README table is generated from the same words.

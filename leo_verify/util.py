@@ -46,3 +46,28 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json(path: str, *, what: str, error):
+    """Parse a JSON file the user named; every failure is one readable error.
+
+    ``what`` names the file's role ("domain file", ...); ``error`` is the
+    :class:`~leo_verify.errors.LeoError` class for content errors.  A missing
+    or unreadable file is an :class:`~leo_verify.errors.InputFileError`.
+    """
+    import json
+
+    from .errors import InputFileError
+    if not os.path.exists(path):
+        raise InputFileError(f"{what} {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise InputFileError(f"{what} {path!r} is not a file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path!r}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise error(f"{what} {path!r}: JSON nested too deeply") from None
+    except OSError as exc:
+        raise InputFileError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None

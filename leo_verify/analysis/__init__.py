@@ -29,27 +29,13 @@ def solver_versions() -> dict:
     from .. import __version__
     out = {"leo_verify": __version__, "python": platform.python_version(),
            "numpy": numpy.__version__, "networkx": networkx.__version__}
-    try:
-        import ortools
-        out["ortools"] = ortools.__version__
-        from ortools.linear_solver import pywraplp
-        s = pywraplp.Solver.CreateSolver("SCIP")
-        if s is not None:
-            out["scip"] = s.SolverVersion()
-    except ImportError:  # pragma: no cover - a dependency
-        pass
-    try:
-        import highspy
-        out["highspy"] = getattr(highspy, "__version__", None) or _highs_version()
-    except ImportError:  # pragma: no cover
-        pass
+    import ortools
+
+    from .backends import backend_version
+    out["ortools"] = ortools.__version__
+    out["scip"] = backend_version("scip")
+    out["highs"] = backend_version("highs")
     return out
-
-
-def _highs_version():
-    import highspy
-    h = highspy.Highs()
-    return f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
 
 
 def _progress_cb(state: AnalysisState, enabled: bool):

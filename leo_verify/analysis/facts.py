@@ -133,13 +133,8 @@ class Facts:
 
     @classmethod
     def load(cls, path: str) -> "Facts":
-        if not os.path.isfile(path):
-            raise InputFileError(f"facts file {path!r} does not exist")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"facts file {path!r}: not valid JSON ({exc})") from None
+        from ..util import read_json
+        data = read_json(path, what="facts file", error=DataError)
         return cls.from_json(data, where=f"facts file {path!r}")
 
     def save(self, path: str) -> None:

@@ -1,0 +1,146 @@
+"""``leo_verify.compress``: analysis -> proven facts -> lossless rewrite -> outputs.
+
+The result holds the compressed graph and a JSON report (schema
+:data:`REPORT_SCHEMA`).  Certification (exact proofs of every claim and of
+the rewrite, a certified float deviation bound) is a later stage: until it
+exists, the report says ``"certificate": "not certified"`` and the float
+deviation bound is marked unproven.  Nothing here prints "certified".
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .analysis import analyze, solver_versions
+from .analysis.facts import Facts
+from .domain import Box, parse_domain
+from .errors import DataError
+from .graph import Graph
+from .io import load
+from .util import sha256_file
+
+__all__ = ["compress", "Result", "REPORT_SCHEMA", "layer_table"]
+
+REPORT_SCHEMA = "leo_verify.report/1"
+
+
+def layer_table(graph: Graph) -> list:
+    """Per hidden layer: name, width, parameters of the affine feeding it."""
+    rows = []
+    for name, op in graph.relus():
+        pre = graph.args(name)[0]
+        pop = graph.op(pre)
+        params = pop.weight.size + pop.bias.size if pop.kind == "affine" else 0
+        rows.append({"layer": name, "neurons": op.size, "parameters": int(params)})
+    return rows
+
+
+def _size(graph: Graph) -> dict:
+    s = graph.summary()
+    return {"hidden_layers": s["hidden_layers"], "neurons": s["neurons"],
+            "parameters": s["parameters"], "widths": s["widths"], "layers": layer_table(graph)}
+
+
+@dataclass
+class Result:
+    """A compression: the rewritten graph, the facts it rests on, and the report."""
+
+    original: Graph
+    graph: Graph
+    facts: Facts
+    report: dict = field(default_factory=dict)
+
+    def to_onnx(self, path: str, *, dtype: str | None = None) -> str:
+        from .io.onnx import save_onnx
+        return save_onnx(self.graph, path, dtype=dtype)
+
+    def to_torch(self, *, dtype=None):
+        from .io.torch import to_torch
+        return to_torch(self.graph, dtype=dtype) if dtype is not None else to_torch(self.graph)
+
+
+def _check_facts(facts: Facts, graph: Graph, box: Box, where: str) -> None:
+    """Facts from a file must be about this model and this domain."""
+    model_sha = graph.metadata.get("sha256")
+    fsha = facts.meta.get("model", {}).get("sha256")
+    if model_sha and fsha and fsha != model_sha:
+        raise DataError(f"{where}: facts are for model sha256 {fsha[:12]}..., "
+                        f"not this model ({model_sha[:12]}...)")
+    dom = facts.meta.get("domain")
+    if dom is not None:
+        same = list(dom.get("lower", [])) == [float(v) for v in box.lower] and \
+            list(dom.get("upper", [])) == [float(v) for v in box.upper]
+        if not same:
+            raise DataError(f"{where}: facts were computed for another domain than {box.source or 'this box'}")
+    ids = set(graph.neurons())
+    unknown = sorted(set(facts.neurons) - ids)
+    if unknown:
+        raise DataError(f"{where}: neuron {unknown[0]!r} is not in the model")
+    if not facts.complete:
+        # an incomplete run's decided facts are still proofs: use them, say so
+        pass
+
+
+def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = True,
+             method: str = "fast", **analysis_options) -> Result:
+    """Analyse ``model`` over ``domain`` and rewrite it losslessly.
+
+    Parameters
+    ----------
+    model : a path or a :class:`Graph` / torch module.
+    domain : a :class:`Box` or a domain spec.
+    facts : facts from a previous ``analyze`` (object or path) to use instead
+        of analysing again; they must be for this model and domain.
+    exact : rewrite in exact rational arithmetic (the result equals the
+        original over the reals on the domain); else in float64.
+    method, analysis_options : passed to :func:`leo_verify.analysis.analyze`.
+    """
+    from .passes.runner import compress_graph
+
+    t0 = time.monotonic()
+    graph = load(model)
+    if isinstance(model, (str, os.PathLike)):
+        graph.metadata["sha256"] = sha256_file(os.fspath(model))
+    source = graph.metadata.get("source")
+    box = domain if isinstance(domain, Box) else parse_domain(domain, n=graph.input_size)
+    box.check_size(graph.input_size)
+    if facts is None:
+        facts = analyze(graph, box, method=method, **analysis_options)
+        facts_source = "analysis"
+    else:
+        where = f"facts file {facts!r}" if isinstance(facts, str) else "facts"
+        if isinstance(facts, str):
+            facts = Facts.load(facts)
+        _check_facts(facts, graph, box, where)
+        facts_source = where
+    t1 = time.monotonic()
+    new, log = compress_graph(graph, facts.stable_map(), exact=exact)
+    t2 = time.monotonic()
+    before, after = _size(graph), _size(new)
+    report = {
+        "schema": REPORT_SCHEMA,
+        "model": {"source": source, "sha256": graph.metadata.get("sha256"),
+                  "format": graph.metadata.get("format")},
+        "domain": box.to_json(),
+        "arithmetic": "exact" if exact else "float64",
+        "facts": {"source": facts_source, "complete": facts.complete,
+                  "method": facts.meta.get("method"), "counts": facts.counts(),
+                  "by_layer": facts.counts_by_layer()},
+        "before": before,
+        "after": after,
+        "removed": {"neurons": before["neurons"] - after["neurons"],
+                    "parameters": before["parameters"] - after["parameters"],
+                    "hidden_layers": before["hidden_layers"] - after["hidden_layers"]},
+        "passes": log,
+        "neurons": {nid: {"status": f.status, "evidence": f.evidence, "lower": f.lower,
+                          "upper": f.upper, "kept": nid in set(new.neurons())}
+                    for nid, f in facts.neurons.items()},
+        "float_deviation": {"bound": None, "proven": False,
+                            "note": "certified bound on |f - g| for the emitted float weights: "
+                                    "not computed (certification is not implemented yet)"},
+        "certificate": "not certified",
+        "versions": solver_versions(),
+        "timings": {"analysis": round(t1 - t0, 3), "rewrite": round(t2 - t1, 3)},
+    }
+    return Result(graph, new, facts, report)
