@@ -1,4 +1,4 @@
-"""The README's main job on the bundled example: info, eval and analyze.
+"""The README's main job on the bundled example: info, eval, analyze and compress.
 
 Run with ``./run demo``.  Regenerates nothing; the example net is committed
 (``examples/make_example.py`` rebuilds it byte-identically).
@@ -19,8 +19,12 @@ def main() -> int:
     from leo_verify.cli import main as cli
     with tempfile.TemporaryDirectory() as tmp:
         facts = os.path.join(tmp, "facts.json")
+        out = os.path.join(tmp, "out")
         for argv in (["info", NET], ["eval", NET, "--input", POINT, "--exact"],
-                     ["analyze", NET, "--domain", DOMAIN, "-o", facts]):
+                     ["analyze", NET, "--domain", DOMAIN, "-o", facts],
+                     ["compress", NET, "--domain", DOMAIN, "--facts", facts, "-o", out],
+                     ["info", os.path.join(out, "compressed.onnx")],
+                     ["eval", os.path.join(out, "compressed.onnx"), "--input", POINT, "--exact"]):
             print(f"$ leo-verify {' '.join(os.path.relpath(a) if os.path.exists(a) else a for a in argv)}",
                   flush=True)
             rc = cli(argv)

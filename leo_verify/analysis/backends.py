@@ -302,13 +302,17 @@ def _new_highs():
         else:
             sys.stdout.flush()
             saved = os.dup(1)
+            devnull = os.open(os.devnull, os.O_WRONLY)
             try:
-                os.dup2(2, 1)
+                # the banner is noise on both streams (the CLI's stderr is for
+                # errors, one line each): send it nowhere
+                os.dup2(devnull, 1)
                 h = highspy.Highs()
             finally:
                 sys.stdout.flush()
                 os.dup2(saved, 1)
                 os.close(saved)
+                os.close(devnull)
             _BANNER_DONE = True
     h.silent()
     _VERSIONS.setdefault("highs", f"HiGHS {h.version()} (highspy)")

@@ -77,19 +77,18 @@ def independent_rows(rows: np.ndarray, *, rtol: float = 1e-9) -> list[int]:
     verify dependencies exactly before relying on them.
     """
     rows = np.asarray(rows, dtype=np.float64)
-    basis: list[np.ndarray] = []
+    basis = np.zeros((min(rows.shape), rows.shape[1]))
     chosen: list[int] = []
     for i, r in enumerate(rows):
         norm = float(np.linalg.norm(r))
-        if norm == 0.0:
+        if norm == 0.0 or len(chosen) == basis.shape[0]:
             continue
-        v = r.copy()
-        for _ in range(2):
-            for q in basis:
-                v -= (q @ v) * q
+        q = basis[:len(chosen)]
+        v = r - q.T @ (q @ r)
+        v -= q.T @ (q @ v)  # twice is enough (Kahan-Parlett)
         rest = float(np.linalg.norm(v))
         if rest > rtol * norm:
-            basis.append(v / rest)
+            basis[len(chosen)] = v / rest
             chosen.append(i)
     return chosen
 

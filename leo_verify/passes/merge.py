@@ -36,13 +36,16 @@ __all__ = ["merge_active"]
 
 
 def _dependencies(op: Affine, active: list[int], *, exact: bool, rtol: float,
-                  float_rtol: float):
+                  float_rtol: float, max_exact_rank: int):
     """Basis ``B``, merged rows ``D`` (verified) with ``W_D = K W_B``, ``K``, rejected rows."""
     local = independent_rows(op.weight[active], rtol=rtol)
     basis = [active[j] for j in local]
-    cand = [a for a in active if a not in set(basis)]
+    in_basis = set(basis)
+    cand = [a for a in active if a not in in_basis]
     if not cand:
         return basis, [], None, []
+    if exact and len(basis) > max_exact_rank:  # O(rank^3) Fraction work: too slow
+        return basis, [], None, cand
     w, _ = weights(op, exact=exact)
     wb, wd = as_matrix(w[basis], exact=exact), as_matrix(w[cand], exact=exact)
     if not basis:
@@ -66,7 +69,8 @@ def _dependencies(op: Affine, active: list[int], *, exact: bool, rtol: float,
 
 
 def merge_active(graph: Graph, stable: Mapping[str, str], *, exact: bool = True,
-                 rtol: float = 1e-9, float_rtol: float = 1e-12) -> tuple[Graph, list[dict]]:
+                 rtol: float = 1e-9, float_rtol: float = 1e-12, max_exact_rank: int = 256
+                 ) -> tuple[Graph, list[dict]]:
     """Merge linearly dependent stably active units into a basis of active units.
 
     Parameters
@@ -76,6 +80,8 @@ def merge_active(graph: Graph, stable: Mapping[str, str], *, exact: bool = True,
     exact : rational arithmetic and exact verification (default) or float64.
     rtol : relative threshold of the float rank decision (candidates only).
     float_rtol : float mode: largest accepted relative residual of ``W_d - K_d W_B``.
+    max_exact_rank : exact mode: layers whose active rows have a larger rank
+        are left alone (the exact solve costs O(rank^3) rational operations).
     """
     check_stable(stable)
     g = graph.copy()
@@ -87,17 +93,26 @@ def merge_active(graph: Graph, stable: Mapping[str, str], *, exact: bool = True,
         if not active or g.op(feeder).kind != "affine":
             continue
         fop = g.op(feeder)
-        basis, dep, k, rejected = _dependencies(fop, active, exact=exact, rtol=rtol,
-                                                float_rtol=float_rtol)
-        if not dep:
-            continue
         users = g.users(relu)
         blockers = [u for u in users if g.op(u).kind != "affine"]
-        if blockers:
-            ids = [op.neurons[i] for i in dep]
-            log.append({"pass": "merge", "layer": relu, "action": "kept", "skipped": True,
-                        "reason": "feeds add/output", "users": blockers,
-                        "neurons": ids, "count": len(ids)})
+        if blockers:  # report the float candidates; no exact work for a skip
+            basis = {active[j] for j in independent_rows(fop.weight[active], rtol=rtol)}
+            ids = [op.neurons[i] for i in active if i not in basis]
+            if ids:
+                log.append({"pass": "merge", "layer": relu, "action": "kept", "skipped": True,
+                            "reason": "feeds add/output", "users": blockers,
+                            "neurons": ids, "count": len(ids)})
+            continue
+        basis, dep, k, rejected = _dependencies(fop, active, exact=exact, rtol=rtol,
+                                                float_rtol=float_rtol,
+                                                max_exact_rank=max_exact_rank)
+        if not dep:
+            if rejected:
+                log.append({"pass": "merge", "layer": relu, "action": "kept", "skipped": True,
+                            "reason": (f"rank {len(basis)} > max_exact_rank" if exact
+                                       and len(basis) > max_exact_rank
+                                       else "dependency not verified"),
+                            "neurons": [op.neurons[i] for i in rejected], "count": len(rejected)})
             continue
         _, b = weights(fop, exact=exact)
         b = as_matrix(b, exact=exact)
