@@ -73,15 +73,33 @@ def test_merge_rank3_layer_to_three_units():
     stable = all_states(g, "relu0", "active")
     out, log = merge_active(g, stable)
     out.lint()
-    assert out.op("relu0").neurons == tuple(neuron_id("relu0", i) for i in range(3))
+    kept = out.op("relu0").neurons
+    assert len(kept) == 3 and set(kept) < set(g.op("relu0").neurons)
     assert out.op("fc0").size == 3 and out.op("fc1").in_size == 3
     merged = [e for e in log if e["action"] == "merged"]
     assert merged[0]["count"] == 3 and merged[0]["unverified"] == []
+    assert sorted(merged[0]["basis"]) == sorted(kept)
     assert_same_exact(g, out, sample(UNIT3))
     assert g.op("relu0").size == 6  # the input graph is untouched
     outf, _ = merge_active(g, stable, exact=False)
     assert outf.op("relu0").size == 3
     assert_close(g, outf, sample(UNIT3))
+
+
+def test_merge_keeps_the_large_row_as_basis():
+    # found by the property test: greedy in-order selection made the 1e-9 row the
+    # basis of the 1.6875 row (K ~ 1.7e9), and float outputs cancelled to 2e-6
+    w0 = [[1e-9, 0], [1.6875, 0], [-1, 2]]
+    g = mlp([w0, [[0, 1.75, 0.5]]], [[2, 2, 2], [2.5]])
+    box = Box(np.array([0.4375, -1.0]), np.array([0.4375, 0.0]))
+    stable = {"relu0[0]": "active", "relu0[1]": "active"}
+    out, log = merge_active(g, stable)
+    assert out.op("relu0").neurons == ("relu0[1]", "relu0[2]")
+    assert_same_exact(g, out, sample(box))
+    assert_close(g, out, sample(box), rtol=1e-14)
+    # the conditioning guard: coefficients above max_coef are not merged
+    out, log = merge_active(g, stable, max_coef=1e-12)
+    assert out.op("relu0").size == 3 and log[0]["reason"].startswith("dependency not verified")
 
 
 def test_runner_merges_active_units_beside_an_unstable_one():
@@ -91,7 +109,8 @@ def test_runner_merges_active_units_beside_an_unstable_one():
     assert {k: v for k, v in facts.stable_map().items() if k.startswith("relu0")} == expect
     assert facts.status("relu0[6]") == "unstable"
     out, log = compress_graph(g, facts.stable_map())
-    assert out.op("relu0").neurons == ("relu0[0]", "relu0[1]", "relu0[2]", "relu0[6]")
+    kept = out.op("relu0").neurons
+    assert len(kept) == 4 and "relu0[6]" in kept  # the rank-3 basis and the unstable unit
     assert_same_exact(g, out, sample(UNIT3))
 
 

@@ -69,28 +69,38 @@ def mv(a, v, *, exact: bool) -> np.ndarray:
 
 
 def independent_rows(rows: np.ndarray, *, rtol: float = 1e-9) -> list[int]:
-    """Indices of a maximal set of linearly independent rows, chosen greedily in order.
+    """Indices (ascending) of a maximal set of linearly independent rows.
 
-    Float64 Gram-Schmidt (with re-orthogonalisation): row ``i`` joins the
-    basis when its component orthogonal to the basis chosen so far is larger
-    than ``rtol * |row_i|``.  This is only a *candidate* decision; callers
-    verify dependencies exactly before relying on them.
+    Float64 Gram-Schmidt with pivoting: each step takes the row with the
+    largest component orthogonal to the rows chosen so far, and stops when
+    every remaining row's component is at most ``rtol * |row|``.  Pivoting
+    keeps the coefficients that express the other rows in the chosen ones
+    small (a tiny row is never the basis of a large one), which keeps merged
+    float weights well conditioned.  This is only a *candidate* decision;
+    callers verify dependencies exactly before relying on them.
     """
     rows = np.asarray(rows, dtype=np.float64)
-    basis = np.zeros((min(rows.shape), rows.shape[1]))
+    floor = rtol * np.linalg.norm(rows, axis=1)
+    if 0 < rows.shape[0] <= rows.shape[1]:
+        # common case, full row rank: each row is at least sigma_min away from
+        # the span of the others, so no selection is needed
+        if np.linalg.svd(rows, compute_uv=False)[-1] > floor.max():
+            return list(range(rows.shape[0]))
+    resid = rows.copy()
     chosen: list[int] = []
-    for i, r in enumerate(rows):
-        norm = float(np.linalg.norm(r))
-        if norm == 0.0 or len(chosen) == basis.shape[0]:
-            continue
-        q = basis[:len(chosen)]
-        v = r - q.T @ (q @ r)
-        v -= q.T @ (q @ v)  # twice is enough (Kahan-Parlett)
-        rest = float(np.linalg.norm(v))
-        if rest > rtol * norm:
-            basis[len(chosen)] = v / rest
-            chosen.append(i)
-    return chosen
+    free = np.ones(rows.shape[0], dtype=bool)
+    for _ in range(min(rows.shape)):
+        size = np.linalg.norm(resid, axis=1)
+        open_ = free & (size > floor) & (size > 0)
+        if not open_.any():
+            break
+        i = int(np.argmax(np.where(open_, size, -1.0)))
+        q = resid[i] / size[i]
+        for _ in range(2):  # project twice: once is not enough in floating point
+            resid -= np.outer(resid @ q, q)
+        free[i] = False
+        chosen.append(i)
+    return sorted(chosen)
 
 
 def solve_left(m: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:

@@ -36,7 +36,7 @@ __all__ = ["merge_active"]
 
 
 def _dependencies(op: Affine, active: list[int], *, exact: bool, rtol: float,
-                  float_rtol: float, max_exact_rank: int):
+                  float_rtol: float, max_exact_rank: int, max_coef: float):
     """Basis ``B``, merged rows ``D`` (verified) with ``W_D = K W_B``, ``K``, rejected rows."""
     local = independent_rows(op.weight[active], rtol=rtol)
     basis = [active[j] for j in local]
@@ -63,14 +63,17 @@ def _dependencies(op: Affine, active: list[int], *, exact: bool, rtol: float,
     else:
         scale = np.linalg.norm(wd, axis=1) + np.linalg.norm(k, axis=1) * np.linalg.norm(wb)
         ok = list(np.linalg.norm(recon - wd, axis=1) <= float_rtol * scale)
+    # large coefficients cancel in float evaluation of the merged weights
+    big = [max((abs(v) for v in row), default=0) > max_coef for row in k]
+    ok = [o and not bg for o, bg in zip(ok, big)]
     rows = [i for i in range(len(cand)) if ok[i]]
     return (basis, [cand[i] for i in rows], k[rows] if rows else None,
             [cand[i] for i in range(len(cand)) if not ok[i]])
 
 
 def merge_active(graph: Graph, stable: Mapping[str, str], *, exact: bool = True,
-                 rtol: float = 1e-9, float_rtol: float = 1e-12, max_exact_rank: int = 256
-                 ) -> tuple[Graph, list[dict]]:
+                 rtol: float = 1e-9, float_rtol: float = 1e-12, max_exact_rank: int = 256,
+                 max_coef: float = 1e4) -> tuple[Graph, list[dict]]:
     """Merge linearly dependent stably active units into a basis of active units.
 
     Parameters
@@ -82,6 +85,8 @@ def merge_active(graph: Graph, stable: Mapping[str, str], *, exact: bool = True,
     float_rtol : float mode: largest accepted relative residual of ``W_d - K_d W_B``.
     max_exact_rank : exact mode: layers whose active rows have a larger rank
         are left alone (the exact solve costs O(rank^3) rational operations).
+    max_coef : rows needing a coefficient ``|K_dj|`` above this are not merged:
+        exact over the reals, but their float weights would cancel badly.
     """
     check_stable(stable)
     g = graph.copy()
@@ -105,13 +110,14 @@ def merge_active(graph: Graph, stable: Mapping[str, str], *, exact: bool = True,
             continue
         basis, dep, k, rejected = _dependencies(fop, active, exact=exact, rtol=rtol,
                                                 float_rtol=float_rtol,
-                                                max_exact_rank=max_exact_rank)
+                                                max_exact_rank=max_exact_rank,
+                                                max_coef=max_coef)
         if not dep:
             if rejected:
                 log.append({"pass": "merge", "layer": relu, "action": "kept", "skipped": True,
                             "reason": (f"rank {len(basis)} > max_exact_rank" if exact
                                        and len(basis) > max_exact_rank
-                                       else "dependency not verified"),
+                                       else "dependency not verified or ill-conditioned"),
                             "neurons": [op.neurons[i] for i in rejected], "count": len(rejected)})
             continue
         _, b = weights(fop, exact=exact)
