@@ -235,3 +235,27 @@ def test_cli_scheduler_address_on_local_cluster(tmp_path):
         {n: (f.status, f.witness_pos, f.witness_neg) for n, f in b.neurons.items()}
     # an address nobody listens on is one readable line, exit 3
     assert main(["analyze", *args, "--scheduler", "tcp://127.0.0.1:9", "-o", str(tmp_path / "x.json")]) == 3
+
+
+def test_ctrl_c_leaves_incomplete_facts_with_decided_neurons(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    bench = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "acasxu"
+    if not bench.is_dir():
+        pytest.skip("../shared/benchmarks not present")
+    out = tmp_path / "facts.json"
+    proc = subprocess.Popen([sys.executable, "-m", "leo_verify", "analyze",
+                             str(bench / "ACASXU_run2a_1_2_batch_2000.onnx"), "--domain",
+                             str(bench / "prop_1.vnnlib"), "--query-time-limit", "5", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # past loading and the first layers, inside the analysis
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    facts = Facts.load(str(out))
+    assert not facts.complete and facts.meta["stopped"] == "interrupted"
+    assert 0 < sum(f.status != "unknown" for f in facts) < len(facts)

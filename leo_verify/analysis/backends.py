@@ -231,7 +231,12 @@ class _ScipModel:
         p = never_primal if primal_stop is None else float(primal_stop)
         d = never_dual if dual_stop is None else float(dual_stop)
         t = _SCIP_INF if time_limit is None else float(time_limit)
-        return f"limits/primal = {p!r}\nlimits/dual = {d!r}\nlimits/time = {t!r}\n"
+        # misc/catchctrlc = FALSE: SCIP's own SIGINT handler would end only the
+        # current solve and swallow the Ctrl-C, so a user's interrupt would
+        # turn into one "timeout" and the analysis would go on as complete.
+        # Without it Python raises KeyboardInterrupt when the solve returns.
+        return (f"limits/primal = {p!r}\nlimits/dual = {d!r}\nlimits/time = {t!r}\n"
+                f"misc/catchctrlc = FALSE\n")
 
     def run(self, c, *, sense, time_limit, primal_stop, dual_stop, hint) -> SolveResult:
         s, lp = self.solver, self._pywraplp
