@@ -19,7 +19,6 @@ exit code is 70.  Set ``LEO_VERIFY_DEBUG=1`` to get tracebacks for
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -34,7 +33,7 @@ import numpy as np
 
 from . import __version__
 from .errors import DataError, InputFileError, LeoError, OutputError, UsageError
-from .util import atomic_write_bytes, read_json
+from .util import atomic_write_bytes, read_json, sha256_file
 
 __all__ = ["main", "Command", "COMMANDS", "register", "build_parser"]
 
@@ -77,17 +76,6 @@ def load_model(path: str):
     """Load and lint a network (any format :func:`leo_verify.io.load` knows)."""
     from .io import load
     return load(path)
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as exc:
-        raise InputFileError(f"file {path!r} cannot be read: {exc.strerror or exc}") from None
-    return h.hexdigest()
 
 
 def _number(v, where: str) -> float:

@@ -41,10 +41,15 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str) -> str:
+    """sha256 of a file; an unreadable file is an :class:`InputFileError`."""
+    from .errors import InputFileError
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise InputFileError(f"file {path!r} cannot be read: {exc.strerror or exc}") from None
     return h.hexdigest()
 
 

@@ -43,7 +43,6 @@ Writer
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,6 +55,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import GraphError, InputFileError, LeoError, ModelFormatError, UnsupportedOp
 from ..graph import Add, Affine, Graph, Input, Output, Relu, neuron_id
+from ..util import atomic_write_bytes
 
 __all__ = ["load_onnx", "graph_from_onnx_model", "save_onnx", "to_onnx_model", "SUPPORTED_OPS"]
 
@@ -1010,12 +1010,6 @@ def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) ->
     return model
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_onnx(graph: Graph, path, *, dtype: str | None = None, opset: int = 13):
     """Write ``graph`` as an ONNX file, atomically.
 
@@ -1041,20 +1035,8 @@ def save_onnx(graph: Graph, path, *, dtype: str | None = None, opset: int = 13):
     """
     path = os.fspath(path)
     data = to_onnx_model(graph, dtype=dtype, opset=opset).SerializeToString()
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write_bytes(path, data)
     except OSError as e:
         raise InputFileError(f"cannot write ONNX model {path!r}: {e.strerror or e}") from e
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return path
