@@ -128,7 +128,9 @@ def read_points(path: str, n: int) -> tuple[np.ndarray, bool]:
                 pts[r, i] = _number(v, where)
         return pts, single
     try:
-        arr = np.load(path, allow_pickle=False)
+        # memory-mapped: a header declaring more data than the file holds is refused by
+        # mmap instead of allocating the declared size (a 10^12-row header, 100 bytes long)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"input file {path!r}: not a valid .npy array ({exc})") from None
     if not isinstance(arr, np.ndarray):
@@ -140,8 +142,13 @@ def read_points(path: str, n: int) -> tuple[np.ndarray, bool]:
     if arr.ndim not in (1, 2) or arr.shape[-1] != n or arr.size == 0:
         raise DataError(f"input file {path!r}: array has shape {arr.shape}; expected ({n},) for one "
                         f"point or (k, {n}) for k points (the network has {n} inputs)")
+    from .io import limits
+    if arr.size > limits.MAX_ELEMENTS:
+        raise DataError(f"input file {path!r}: array has {arr.size} values, more than the limit of "
+                        f"{limits.MAX_ELEMENTS} (leo_verify.io.limits.MAX_ELEMENTS)")
     single = arr.ndim == 1
-    pts = np.atleast_2d(arr.astype(np.float64))
+    pts = np.atleast_2d(np.array(arr, dtype=np.float64))  # a copy: the map is released
+    del arr
     bad = np.argwhere(~np.isfinite(pts))
     if bad.size:
         r, i = (int(v) for v in bad[0])
@@ -359,6 +366,8 @@ def main(argv=None) -> int:
 
 # commands defined in their own modules register themselves on import
 from . import cli_analyze, cli_compress  # noqa: E402,F401
+from . import cli_check  # noqa: E402,F401
+from . import cli_report  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -22,6 +22,11 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float", action="store_true", help="rewrite in float64 instead of exact rationals")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="weights of the emitted files (default: the input model's)")
+    p.add_argument("--no-certify", action="store_true",
+                   help="skip certification (the report then says 'not certified')")
+    p.add_argument("--certify-time-limit", type=float, default=30.0, metavar="S",
+                   help="branch-and-bound seconds per stability claim while certifying (default 30)")
+    p.add_argument("--no-smt2", action="store_true", help="do not write OUT/proofs/*.smt2")
 
 
 def summary_table(report: dict) -> str:
@@ -35,7 +40,19 @@ def summary_table(report: dict) -> str:
     lines.append(f"facts: {c['stably_active']} stably active, {c['stably_inactive']} stably inactive, "
                  f"{c['unstable']} unstable, {c['unknown']} unknown"
                  + ("" if report["facts"]["complete"] else " (analysis INCOMPLETE)"))
-    lines.append(f"rewrite: {report['arithmetic']} arithmetic; certificate: {report['certificate']}")
+    cert = report["certificate"]
+    lines.append(f"rewrite: {report['arithmetic']} arithmetic")
+    if "obligations" in cert:
+        c = cert["obligations"]
+        eps = ", ".join(f"{k}: eps <= {v['float']:.3g}" for k, v in cert.get("epsilon", {}).items())
+        lines.append(f"certificate: {cert['verdict'].upper()} ({c['proven']} proven, {c.get('passed', 0)} passed, "
+                     f"{c['open']} open, {c['refuted']} refuted of {c['total']} obligations)" + (f"; {eps}" if eps else ""))
+        for o in cert["open"][:10]:
+            lines.append(f"  {o['status']}: {o['id']}: {o['detail']}")
+        if len(cert["open"]) > 10:
+            lines.append(f"  ... {len(cert['open']) - 10} more (see report.json)")
+    else:
+        lines.append(f"certificate: {cert['verdict']} ({cert.get('detail', '')})")
     return "\n".join(lines)
 
 
@@ -58,23 +75,73 @@ def _run(args) -> int:
     graph.metadata["sha256"] = sha256_file(args.model)
     box = parse_domain(args.domain, n=graph.input_size)
     kw = analysis_kwargs(args, graph)
-    result = compress(graph, box, facts=args.facts, exact=not args.float, **kw)
+    result = compress(graph, box, facts=args.facts, exact=not args.float, certify=False, **kw)
     report = result.report
     report["outputs"] = {}
+    emitted = {}
     if "onnx" in formats:
         result.to_onnx(paths["onnx"], dtype=args.dtype)
         report["outputs"]["onnx"] = {"file": "compressed.onnx", "sha256": sha256_file(paths["onnx"])}
+        emitted["compressed.onnx"] = paths["onnx"]
     if "torch" in formats:
         import torch
         from .io.torch import save_torch
         dtype = {"float32": torch.float32, "float64": torch.float64}.get(args.dtype)
         save_torch(result.graph, paths["torch"], **({"dtype": dtype} if dtype else {}))
         report["outputs"]["torch"] = {"file": "compressed.pt", "sha256": sha256_file(paths["torch"])}
+        emitted["compressed.pt"] = paths["torch"]
+    code = 0
+    if not args.no_certify:
+        from .certify.proofs import write_proofs
+        from .io import load
+        # certify what was written: read every emitted file back
+        cert = result.certify(box, emitted={name: load(p) for name, p in emitted.items()},
+                              dtype=args.dtype, time_limit=args.certify_time_limit,
+                              seed=args.seed, progress=None)
+        write_proofs(out, cert, original=result.original, compressed=result.graph, box=box,
+                     model_sha=graph.metadata.get("sha256"), emitted=emitted,
+                     lemma_bounds=cert.data.get("lemma_bounds", {}), smt2=not args.no_smt2)
+        report["certificate"] = cert.summary()
+        report["certificate"]["proofs"] = "proofs/certificate.json"
+        report["obligations"] = [o.to_json() for o in cert.obligations]
+        code = 0 if cert.verdict == "certified" else (1 if any(o.status == "refuted" for o in cert.obligations) else 2)
     write_output(paths["report"], (json.dumps(report, indent=1, allow_nan=False) + "\n").encode())
+    from .report import HTML_NAME, MD_NAME, read_certificate, write_reports
+    for name in (HTML_NAME, MD_NAME):
+        check_output_path(os.path.join(out, name), [args.model, args.facts, args.domain, args.data])
+    write_reports(out, report, None if args.no_certify else read_certificate(out, report))
     print(summary_table(report))
-    print(f"written: {', '.join(sorted(os.path.basename(p) for k, p in paths.items() if k in formats or k == 'report'))} "
-          f"in {out}")
-    return 0
+    print(f"written: {', '.join(sorted(os.path.basename(p) for k, p in paths.items() if k in formats or k == 'report'))}"
+          f"{', proofs/' if not args.no_certify else ''} in {out}")
+    return code
 
 
 register(Command("compress", "analyse and rewrite a network losslessly; write it and a report", _args, _run))
+
+
+def _recheck_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", metavar="OUT/", help="a folder written by `compress`")
+    p.add_argument("--model", default=None, help="the original network (default: the path in the report)")
+    p.add_argument("--smt", action="store_true", help="also run z3 on every OUT/proofs/*.smt2 (expect unsat)")
+    p.add_argument("--smt-timeout", type=float, default=60.0, metavar="S", help="z3 seconds per file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _recheck_run(args) -> int:
+    from .certify.proofs import recheck
+    summary = recheck(args.folder, model=args.model, smt=args.smt, smt_timeout=args.smt_timeout,
+                      log=(lambda *a: None) if args.json else print)
+    if args.json:
+        print(json.dumps(summary, indent=1, sort_keys=True))
+    else:
+        print(f"recheck: {summary['verdict'].upper()}: {summary['checked']} checks, {len(summary['failed'])} failed "
+              f"({summary['time']} s); the certificate said: {summary['certificate_verdict']}")
+        for k, why in list(summary["failed"].items())[:20]:
+            print(f"  FAILED {k}: {why}")
+        if "smt2" in summary:
+            print(f"  smt2: " + ", ".join(f"{v} {k}" for k, v in sorted(summary["smt2"].items())))
+    return 0 if summary["verdict"] == "certified" else 2
+
+
+register(Command("recheck", "re-run every proof obligation of a compression's output folder",
+                 _recheck_args, _recheck_run))

@@ -1,9 +1,36 @@
-"""Public hypothesis strategies for tests of networks and of leo_verify itself.
+"""Public test helpers: hypothesis strategies and ``assert_equivalent``.
 
 ``networks(...)`` draws small ReLU networks (MLPs, optionally with a residual
 add) as :class:`~leo_verify.graph.Graph`; ``boxes(n)`` draws input boxes;
 ``points_in(box)`` draws points of a box (corners, edges and the interior,
 not only nearly constant vectors).
+
+``assert_equivalent(f, g, domain)`` fails a test unless two networks are
+*proven* equivalent on a domain (see
+:func:`leo_verify.certify.equivalence.check_equivalence`); a counterexample is
+shown after it has been replayed in exact arithmetic.  Example (pytest)::
+
+    import copy
+
+    import torch
+    from leo_verify.testing import assert_equivalent
+
+    def test_my_rewrite_is_lossless():
+        net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+                                  torch.nn.Linear(8, 2))
+        small = copy.deepcopy(net)       # stands for the rewrite under test
+        # |net(x) - small(x)| <= 1e-6 on [0, 1]^4; fails with the replayed
+        # counterexample (point, both outputs, difference), or with "unknown"
+        # and the reason if nothing was decided within 60 s
+        assert_equivalent(net, small, "box:0,1", epsilon=1e-6)
+        # the same exactly over the reals, or only the predicted class:
+        assert_equivalent(net, small, "box:0,1", mode="exact")
+        assert_equivalent(net, small, "box:0,1", mode="top1")
+
+``f`` and ``g`` may be :class:`~leo_verify.graph.Graph` objects, model files
+or ``torch.nn.Module`` s; ``domain`` is anything :func:`leo_verify.domain.parse_domain`
+accepts (``"box:LO,HI"``, a JSON/VNNLIB file, a :class:`~leo_verify.domain.Box`,
+a ``(lower, upper)`` pair).
 """
 from __future__ import annotations
 
@@ -13,7 +40,7 @@ from hypothesis import strategies as st
 from .domain import Box
 from .graph import Add, Affine, Graph, Input, Output, Relu, neuron_id
 
-__all__ = ["networks", "boxes", "points_in", "mlp"]
+__all__ = ["networks", "boxes", "points_in", "mlp", "assert_equivalent"]
 
 
 def mlp(weights, biases, *, name: str = "mlp", residual: bool = False) -> Graph:
@@ -98,3 +125,61 @@ def points_in(draw, box: Box):
         else:
             out.append(draw(st.floats(float(lo), float(hi), allow_nan=False)))
     return np.array(out)
+
+
+def assert_equivalent(f, g, domain, *, epsilon: float = 1e-6, mode: str = "epsilon",
+                      time_limit: float = 60, seed: int = 0, allow_unknown: bool = False,
+                      **kwargs):
+    """Fail (``AssertionError``) unless ``f`` and ``g`` are proven equivalent on ``domain``.
+
+    Parameters
+    ----------
+    f, g : networks: :class:`Graph`, model paths, or ``torch.nn.Module`` s.
+    domain : a domain spec (``"box:LO,HI"``, JSON/VNNLIB path, :class:`Box`,
+        ``(lower, upper)``); a ``box:`` spec takes its size from ``f``.
+    epsilon, mode, time_limit, seed : as in
+        :func:`leo_verify.certify.equivalence.check_equivalence` (mode
+        ``"epsilon"``, ``"exact"`` or ``"top1"``).
+    allow_unknown : pass (return the result) when nothing was decided within
+        ``time_limit`` instead of failing.
+    kwargs : further arguments of ``check_equivalence``.
+
+    Returns
+    -------
+    The :class:`~leo_verify.certify.equivalence.CheckResult`.
+
+    Raises
+    ------
+    AssertionError
+        on a (replayed) counterexample -- the message has the point, both
+        outputs and the difference -- and on ``"unknown"`` (with the reason)
+        unless ``allow_unknown``.
+    """
+    from .certify.equivalence import check_equivalence
+    from .domain import parse_domain
+    from .io import load
+    fg, gg = load(f), load(g)
+    box = parse_domain(domain, n=fg.input_size)
+    res = check_equivalence(fg, gg, box, mode=mode, epsilon=epsilon, time_limit=time_limit,
+                            seed=seed, **kwargs)
+    if res.verdict == "equivalent":
+        return res
+    if res.verdict == "counterexample":
+        cex = res.counterexample
+        what = {"epsilon": f"differ by more than epsilon = {epsilon:g}",
+                "exact": "differ", "top1": "disagree on the top class"}[mode]
+        lines = [f"the networks {what} at a point of the domain "
+                 f"(found by {res.method}, replayed exactly):",
+                 f"  x      = {cex['point']}",
+                 f"  x (exact) = {cex['point_exact']}" if not cex.get("point_is_float") else "",
+                 f"  f(x)   = {cex['f_exact_float']}",
+                 f"  g(x)   = {cex['g_exact_float']}"]
+        if mode == "top1":
+            lines.append(f"  argmax f = {cex['argmax_f']}, argmax g = {cex['argmax_g']}")
+        else:
+            lines.append(f"  |f - g| = {cex['difference']:.6g} at output {cex['output']} "
+                         f"(exact: {cex['difference_exact']})")
+        raise AssertionError("\n".join(line for line in lines if line))
+    if allow_unknown:
+        return res
+    raise AssertionError(f"equivalence unknown within {time_limit:g} s: {res.reason}")

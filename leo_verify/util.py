@@ -5,7 +5,8 @@ import hashlib
 import os
 import tempfile
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "sha256_file", "sha256_bytes"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "sha256_file", "sha256_bytes",
+           "read_json", "read_model_bytes", "check_file_size"]
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -67,12 +68,71 @@ def read_json(path: str, *, what: str, error):
         raise InputFileError(f"{what} {path!r} does not exist")
     if not os.path.isfile(path):
         raise InputFileError(f"{what} {path!r} is not a file")
+    from .io import limits
+    check_file_size(path, what=what, limit=limits.MAX_JSON_BYTES, name="MAX_JSON_BYTES",
+                    error=error)
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            return json.load(fh, parse_int=_parse_json_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path!r}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # a limit of the decoder, e.g. Python's int digit limit
         raise error(f"{what} {path!r}: not valid JSON ({exc})") from None
     except RecursionError:
         raise error(f"{what} {path!r}: JSON nested too deeply") from None
     except OSError as exc:
         raise InputFileError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
+
+
+def _parse_json_int(text: str):
+    """JSON integers; one too long for Python's int() digit limit (4300 by default) is
+    +-inf, which the callers' finiteness checks name, instead of a bare ValueError."""
+    if len(text) > 4000:
+        return float("-inf") if text.startswith("-") else float("inf")
+    return int(text)
+
+
+def check_file_size(path: str, *, what: str, limit: int, name: str, error) -> int:
+    """The size of the regular file ``path``; refuse it (``error``) beyond ``limit`` bytes.
+
+    ``name`` is the limit's name in :mod:`leo_verify.io.limits` (for the
+    message).  A missing file or one that is not a regular file (a folder,
+    a FIFO, a device such as ``/dev/zero``) is an
+    :class:`~leo_verify.errors.InputFileError`.
+    """
+    import stat
+
+    from .errors import InputFileError
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputFileError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFileError(f"{what} {path!r} is not a regular file")
+    if st.st_size > limit:
+        raise error(f"{what} {path!r} has {st.st_size} bytes, more than the limit of {limit} "
+                    f"(leo_verify.io.limits.{name})")
+    return st.st_size
+
+
+def read_model_bytes(path: str, what: str = "model file") -> bytes:
+    """The bytes of a model file, refused beyond ``leo_verify.io.limits.MAX_FILE_BYTES``.
+
+    The size is checked before reading and at most limit + 1 bytes are read
+    (a file growing meanwhile is refused too).  Missing / unreadable files:
+    :class:`~leo_verify.errors.InputFileError`; too large:
+    :class:`~leo_verify.errors.ModelFormatError`.
+    """
+    from .errors import InputFileError, ModelFormatError
+    from .io import limits
+    limit = limits.MAX_FILE_BYTES
+    check_file_size(path, what=what, limit=limit, name="MAX_FILE_BYTES", error=ModelFormatError)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise InputFileError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ModelFormatError(f"{what} {path!r} has more than {limit} bytes "
+                               f"(leo_verify.io.limits.MAX_FILE_BYTES)")
+    return data

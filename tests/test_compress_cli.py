@@ -53,7 +53,11 @@ def check_agreement(model, domain, out, report, n=10_000):
     for nid, v in report["neurons"].items():
         if v["status"] in ("unstable", "unknown"):
             assert v["kept"], nid
-    assert report["certificate"] == "not certified"
+    cert = report["certificate"]
+    if cert.get("detail") == "certification not run":
+        assert cert["verdict"] == "not certified"
+    else:  # a correct compression of these nets certifies, every obligation proven
+        assert cert["verdict"] == "certified" and cert["obligations"]["open"] == 0, cert["open"]
 
 
 def test_compress_bundled_example(tmp_path, capsys):
@@ -88,7 +92,8 @@ def test_compress_acas_prop1(tmp_path):
     model = BENCH / "acasxu" / "ACASXU_run2a_1_1_batch_2000.onnx"
     domain = BENCH / "acasxu" / "prop_1.vnnlib"
     out = tmp_path / "out"
-    _, report = run_compress(model, domain, out, "--query-time-limit", "20")
+    # certification of ACAS boxes is measured in examples/certify_benchmarks.py
+    _, report = run_compress(model, domain, out, "--query-time-limit", "20", "--no-certify")
     check_agreement(model, domain, out, report)
     assert report["removed"]["neurons"] >= report["facts"]["counts"]["stably_inactive"] > 100
 

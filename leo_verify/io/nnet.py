@@ -25,6 +25,13 @@ properties).  With ``normalize=True`` it prepends the affine map
 are their rounding) and appends ``y * range_out + mean_out``.  The clipping is
 not affine and is *not* represented: use an input domain inside
 ``[min, max]``, where clipping is the identity.
+
+Hostile files: every problem is a :class:`ModelFormatError` naming the file,
+the line and the value.  Sizes are checked before anything is allocated:
+files over :data:`leo_verify.io.limits.MAX_FILE_BYTES`, layer sizes outside
+``1..MAX_LAYER_SIZE``, more than :data:`MAX_PARAMETERS` weights, integers of
+more than 18 digits, and with ``normalize=True`` an input layer whose exact
+normalisation matrix exceeds :data:`leo_verify.io.limits.MAX_RATIONAL_ENTRIES`.
 """
 from __future__ import annotations
 
@@ -35,9 +42,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..errors import InputFileError, ModelFormatError, UnsupportedOp, UsageError
+from ..errors import GraphError, InputFileError, ModelFormatError, UnsupportedOp, UsageError
 from ..graph import Affine, Graph, Input, Output, Relu, neuron_id
-from ..util import atomic_write_bytes
+from ..util import atomic_write_bytes, check_file_size
+from . import limits
 
 __all__ = ["load_nnet", "save_nnet", "MAX_LAYER_SIZE", "MAX_PARAMETERS", "MAX_EXACT_COMPOSE"]
 
@@ -92,18 +100,21 @@ class _Reader:
         toks = self.tokens(what, count, text)
         for t in toks:
             if not _INT_RE.fullmatch(t):
-                raise self.error(f"{t!r} is not an integer ({what})")
+                raise self.error(f"{_clip(t, 40)!r} is not an integer ({what})")
+            if len(t.lstrip("+-").lstrip("0")) > 18:
+                # far beyond every size limit (and beyond Python's int() digit limit)
+                raise self.error(f"{_clip(t, 40)!r} is too large ({what})")
         return [int(t) for t in toks]
 
     def floats(self, what: str, count: int) -> np.ndarray:
         toks = self.tokens(what, count)
         for t in toks:
             if not _FLOAT_RE.fullmatch(t):
-                raise self.error(f"{t!r} is not a number ({what})")
+                raise self.error(f"{_clip(t, 40)!r} is not a number ({what})")
         arr = np.array([float(t) for t in toks], dtype=np.float64)
         if not np.all(np.isfinite(arr)):
             bad = toks[int(np.argmin(np.isfinite(arr)))]
-            raise self.error(f"{bad!r} overflows float64 ({what})")
+            raise self.error(f"{_clip(bad, 40)!r} overflows float64 ({what})")
         return arr
 
     def rest(self) -> None:
@@ -178,6 +189,22 @@ def _parse(r: _Reader, normalize: bool) -> tuple[list, dict, int]:
     return layers, meta, sizes[-1]
 
 
+def _check_normalize_sizes(path: str) -> None:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        sizes = _header(_Reader(f, path))
+    n_in, n_out = sizes[0], sizes[-1]
+    if n_in * n_in > limits.MAX_RATIONAL_ENTRIES:
+        raise ModelFormatError(
+            f"nnet file {path!r}: normalize=True needs a {n_in} x {n_in} exact rational matrix, "
+            f"more than the limit of {limits.MAX_RATIONAL_ENTRIES} entries "
+            f"(leo_verify.io.limits.MAX_RATIONAL_ENTRIES)")
+    if n_out * n_out > limits.MAX_ELEMENTS:
+        raise ModelFormatError(
+            f"nnet file {path!r}: normalize=True needs a {n_out} x {n_out} output scaling "
+            f"matrix, more than the limit of {limits.MAX_ELEMENTS} entries "
+            f"(leo_verify.io.limits.MAX_ELEMENTS)")
+
+
 def _normalizer(means, ranges) -> Affine:
     """(x - mean) / range with exact rational weights."""
     n = len(means)
@@ -222,7 +249,13 @@ def load_nnet(path, *, normalize: bool = False, name: str | None = None) -> Grap
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputFileError(f"model file {path!r} does not exist or is not a file")
+    check_file_size(path, what="nnet file", limit=limits.MAX_FILE_BYTES, name="MAX_FILE_BYTES",
+                    error=ModelFormatError)
     try:
+        if normalize:
+            # the exact normalisation is an n x n matrix of Fractions, the output
+            # scaling an m x m float matrix: refuse before reading the weights
+            _check_normalize_sizes(path)
         with open(path, encoding="utf-8") as f:
             r = _Reader(f, path)
             layers, meta, n_out = _parse(r, normalize)
@@ -251,7 +284,10 @@ def load_nnet(path, *, normalize: bool = False, name: str | None = None) -> Grap
         prev = graph.add("denormalize_output",
                          Affine(scale * np.eye(n_out), np.full(n_out, shift)), [prev])
     graph.add("output", Output(n_out, (n_out,)), [prev])
-    return graph.lint(where="nnet loader")
+    try:
+        return graph.lint(where="nnet loader")
+    except GraphError as e:  # say which file
+        raise GraphError(f"nnet file {path!r}: {e}") from e
 
 
 # ---------------------------------------------------------------------------

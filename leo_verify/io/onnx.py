@@ -35,6 +35,39 @@ with exact rational weights, see :meth:`Affine.from_rational`), and
 general: it is folded in float64 and *that* affine map is, by definition, the
 network we verify.
 
+Hostile and malformed files
+---------------------------
+Every problem is one :class:`ModelFormatError` (exit 5), :class:`UnsupportedOp`
+(6) or :class:`GraphError` (7) naming the file and, where it applies, the
+node, tensor or value; nothing else escapes (``tests/test_fuzz_readers.py``
+fuzzes this).  In order:
+
+1. files over :data:`leo_verify.io.limits.MAX_FILE_BYTES` are refused before
+   they are read; undecodable / truncated bytes are refused;
+2. *before* ``onnx.checker`` or numpy sees a tensor (:func:`_prevalidate`):
+   tensors stored as **external data** are refused, anywhere in the model
+   (initializers, Constant attributes, subgraphs, functions).  External data
+   is not supported at all, wherever it points (``../secret``, an absolute
+   path, a symlink leaving the folder, or a file next to the model): the
+   model is parsed from bytes (``onnx.load_model_from_string``, which never
+   loads external data) and no external file is ever opened.  Declared
+   tensor shapes with negative dims or more than
+   :data:`~leo_verify.io.limits.MAX_ELEMENTS` elements (computed with Python
+   integers, so overflowing int64 products are caught) are refused without
+   allocating; names that are not UTF-8, dangling inputs, cycles and nodes out
+   of topological order are named;
+3. ``onnx.checker.check_model`` (schema, attribute and arity checks);
+4. while tracing: network values larger than
+   :data:`~leo_verify.io.limits.MAX_VALUE_SIZE`, dense matrices larger than
+   ``MAX_ELEMENTS`` and exact-rational matrices larger than
+   :data:`~leo_verify.io.limits.MAX_RATIONAL_ENTRIES` are refused before they
+   are built, and so is a model whose matrices, rational entries or ReLU units
+   add up to more than ``MAX_TOTAL_ELEMENTS``, ``MAX_TOTAL_RATIONAL_ENTRIES``
+   or ``MAX_NEURONS`` (a tiny file repeating ``Mul`` by a scalar and ``Relu``
+   would otherwise build n x n matrices without end); numpy's arithmetic
+   warnings are silenced (non-finite weights are reported by
+   :meth:`Graph.lint`).
+
 Writer
 ------
 :func:`to_onnx_model` emits ``input [batch, n] -> Gemm(transB=1) / Relu / Add
@@ -42,6 +75,8 @@ Writer
 """
 from __future__ import annotations
 
+import contextvars
+import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -55,7 +90,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import GraphError, InputFileError, LeoError, ModelFormatError, UnsupportedOp
 from ..graph import Add, Affine, Graph, Input, Output, Relu, neuron_id
-from ..util import atomic_write_bytes
+from ..util import atomic_write_bytes, read_model_bytes
+from . import limits
 
 __all__ = ["load_onnx", "graph_from_onnx_model", "save_onnx", "to_onnx_model", "SUPPORTED_OPS"]
 
@@ -91,6 +127,7 @@ class _Pending:
     @property
     def W(self) -> np.ndarray:
         if self._W is None:
+            _need_dense(self.size, self.n_src, "a permutation matrix")
             W = np.zeros((self.size, self.n_src))
             rows = np.nonzero(self.perm >= 0)[0]
             W[rows, self.perm[rows]] = 1.0
@@ -133,7 +170,71 @@ class _Lin:
 
 
 def _size(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
+    # Python integers: a product of hostile dims must not wrap around in int64
+    return math.prod(int(s) for s in shape)
+
+
+class _Limit(Exception):
+    """A size limit of :mod:`leo_verify.io.limits` would be exceeded; the tracer
+    turns it into a :class:`ModelFormatError` naming the file and node."""
+
+
+#: the running totals of the load in progress (see :class:`limits.Budget`)
+_BUDGET: contextvars.ContextVar = contextvars.ContextVar("leo_verify_onnx_budget", default=None)
+
+
+def _spend(kind: str, n: int, what: str) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        msg = budget.add(kind, n)
+        if msg:
+            raise _Limit(f"{what}: {msg}")
+
+
+def _need_dense(rows: int, cols: int, what: str) -> None:
+    """Refuse to build a ``rows x cols`` matrix beyond ``limits.MAX_ELEMENTS``
+    (or beyond ``MAX_TOTAL_ELEMENTS`` for the whole model)."""
+    n = int(rows) * int(cols)
+    if n > limits.MAX_ELEMENTS:
+        raise _Limit(f"{what} would need a {rows} x {cols} matrix ({limits.describe(n)} entries), "
+                     f"more than the limit of {limits.MAX_ELEMENTS} (leo_verify.io.limits."
+                     f"MAX_ELEMENTS)")
+    _spend("elements", n, what)
+
+
+def _need_rational(rows: int, cols: int, what: str) -> None:
+    n = int(rows) * int(cols)
+    if n > limits.MAX_RATIONAL_ENTRIES:
+        raise _Limit(f"{what} would need a {rows} x {cols} matrix of exact rationals "
+                     f"({limits.describe(n)} entries), more than the limit of "
+                     f"{limits.MAX_RATIONAL_ENTRIES} (leo_verify.io.limits.MAX_RATIONAL_ENTRIES)")
+    _spend("rational", n, what)
+
+
+def _need_value(shape, what: str = "a network value") -> None:
+    """Refuse a tensor computed by the network beyond ``limits.MAX_VALUE_SIZE`` values."""
+    n = _size(shape)
+    if n > limits.MAX_VALUE_SIZE:
+        raise _Limit(f"{what} of shape {_shape_text(shape)} has {limits.describe(n)} values, more "
+                     f"than the limit of {limits.MAX_VALUE_SIZE} (leo_verify.io.limits."
+                     f"MAX_VALUE_SIZE)")
+
+
+def _need_const(shape, what: str = "a constant") -> None:
+    n = _size(shape)
+    if n > limits.MAX_ELEMENTS:
+        raise _Limit(f"{what} of shape {_shape_text(shape)} has {limits.describe(n)} elements, "
+                     f"more than the limit of {limits.MAX_ELEMENTS} "
+                     f"(leo_verify.io.limits.MAX_ELEMENTS)")
+
+
+def _shape_text(shape, limit: int = 12) -> str:
+    dims = [str(d) for d in shape]
+    return "[" + ", ".join(dims if len(dims) <= limit else dims[:limit] + ["..."]) + "]"
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _is_const(v) -> bool:
@@ -222,6 +323,7 @@ class _Tracer:
 
     def apply(self, p: _Pending, lin: _Lin) -> _Pending:
         """Compose ``lin`` after ``p``, materializing ``p`` first unless exact."""
+        _need_value(lin.shape)
         c = lin.offset
         czero = c is None or not np.any(c)
         if lin.select is not None:
@@ -234,6 +336,7 @@ class _Tracer:
             if p.perm is not None and _unique(idx):
                 return _Pending(p.src, p.n_src, None, b, lin.shape, p.perm[idx], p.bzero and czero,
                                 self.label)
+            _need_dense(len(idx), p.n_src, "composing this op")
             return _Pending(p.src, p.n_src, p.W[idx], b, lin.shape, None, p.bzero and czero,
                             self.label)
         M = np.asarray(lin.matrix, dtype=np.float64)
@@ -242,6 +345,7 @@ class _Tracer:
         b = np.zeros(M.shape[0]) if czero else np.array(c, dtype=np.float64)
         if p.perm is not None and p.bzero:
             # W has a single 1.0 in each used column: M @ W just moves M's columns (exact)
+            _need_dense(M.shape[0], p.n_src, "composing this op")
             W = np.zeros((M.shape[0], p.n_src))
             rows = np.nonzero(p.perm >= 0)[0]
             W[:, p.perm[rows]] = M[:, rows]
@@ -251,6 +355,7 @@ class _Tracer:
 
     def negate(self, p: _Pending) -> _Pending:
         # negation is exact for any W, b
+        _need_dense(p.size, p.n_src, "negating this value")
         return _Pending(p.src, p.n_src, -p.W, -p.b, p.shape, None, p.bzero, self.label)
 
     def as_float(self, v: np.ndarray, what: str) -> np.ndarray:
@@ -285,7 +390,10 @@ class _Tracer:
         self.where = ""
         if out.name not in self.values:
             raise self.error(f"graph output {out.name!r} is not produced by any node")
-        self.finish(out, self.values[out.name], in_node)
+        try:
+            self.finish(out, self.values[out.name], in_node)
+        except _Limit as e:
+            raise self.error(str(e)) from None
         self.graph.metadata.update({
             "source": self.source, "format": "onnx", "opset": self.opset, "dtype": dtype,
             "input_name": inp.name, "output_name": out.name,
@@ -301,17 +409,22 @@ class _Tracer:
         if tt is None:
             raise self.error(f"network input {inp.name!r} is not a tensor")
         if tt.elem_type not in _FLOAT_TYPES:
-            et = TensorProto.DataType.Name(tt.elem_type) if tt.elem_type else "undefined"
+            et = (TensorProto.DataType.Name(tt.elem_type) if tt.elem_type in _DATA_TYPES
+                  and tt.elem_type else f"undefined ({tt.elem_type})")
             raise self.error(f"network input {inp.name!r} has element type {et}; only FLOAT and "
                              f"DOUBLE inputs are supported", UnsupportedOp)
         if not tt.HasField("shape"):
             raise self.error(f"network input {inp.name!r} declares no shape")
         declared, trace = _dims(tt.shape, f"network input {inp.name!r}", self)
+        try:
+            _need_value(trace, f"network input {inp.name!r}")
+        except _Limit as e:
+            raise self.error(str(e)) from None
         return _FLOAT_TYPES[tt.elem_type], declared, trace
 
     def trace(self, node) -> None:
         label = node.name or (node.output[0] if node.output else node.op_type)
-        self.where = f"node {label!r} ({node.op_type})"
+        self.where = f"node {_clip(label)!r} ({_clip(node.op_type, 40)})"
         self.label = label
         if node.domain not in ("", "ai.onnx"):
             raise self.error(f"op {node.domain}.{node.op_type} is not supported (custom domain)",
@@ -321,25 +434,34 @@ class _Tracer:
             raise self.error(f"op {node.op_type!r} is not supported (supported ops: "
                              f"{', '.join(sorted(_HANDLERS))})", UnsupportedOp)
         ins = []
-        for name in node.input:
+        optional = _OPTIONAL_INPUTS.get(node.op_type, ())
+        for k, name in enumerate(node.input):
             if not name:
+                if k not in optional:
+                    raise self.error(f"input {k} is empty; it is not optional")
                 ins.append(None)
             elif name not in self.values:
-                raise self.error(f"input tensor {name!r} is used before it is defined")
+                raise self.error(f"input tensor {_clip(name)!r} is used before it is defined")
             else:
                 ins.append(self.values[name])
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         try:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             outs = handler(self, node, ins, attrs)
         except LeoError:
             raise
+        except _Limit as e:
+            raise self.error(str(e)) from None
         except KeyError as e:
             raise self.error(f"missing attribute {e}") from e
-        except (ValueError, IndexError, TypeError) as e:
+        except (ValueError, IndexError, TypeError, OverflowError, ZeroDivisionError) as e:
             # numpy shape errors from malformed models: report them readably
-            raise self.error(f"invalid arguments: {e}") from e
+            raise self.error(f"invalid arguments: {_clip(_first_line(e), 300)}") from e
         for name, v in zip(node.output, outs):
             if name:
+                if isinstance(v, np.generic):  # numpy folds 0-d arithmetic to scalars
+                    v = np.asarray(v)
+                if not _is_const(v) and v.size > limits.MAX_VALUE_SIZE:
+                    raise self.error(f"output {_clip(name)!r}: " + _limit_text(v.shape))
                 self.values[name] = v
 
     def finish(self, out, v, in_node: str) -> None:
@@ -349,6 +471,7 @@ class _Tracer:
             c = self.as_float(v, f"graph output {out.name!r}").ravel()
             self.label = out.name
             n = self.graph.input_size
+            _need_dense(c.size, n, "a constant graph output")
             v = _Pending(in_node, n, np.zeros((c.size, n)), c, v.shape, None, not np.any(c), out.name)
         src = self.materialize(v)
         declared = ()
@@ -366,6 +489,28 @@ class _Tracer:
                 raise self.error(f"graph output {out.name!r} declares shape {list(declared)} but "
                                  f"computes {v.size} values")
         self.graph.add(self.graph.fresh_name("output"), Output(v.size, shape=declared), [src])
+
+
+#: input positions an op may leave empty ("")
+_OPTIONAL_INPUTS = {"Dropout": (1, 2), "Squeeze": (1,), "Unsqueeze": (1,), "Gemm": (2,)}
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _limit_text(shape) -> str:
+    try:
+        _need_value(shape)
+    except _Limit as e:
+        return str(e)
+    return ""  # pragma: no cover - only called beyond the limit
+
+
+def _checker_text(text: str) -> str:
+    """onnx.checker's message on one line (it spreads the node over several)."""
+    return " ".join(ln.strip() for ln in text.strip().splitlines() if ln.strip()) or "invalid model"
 
 
 def _default_opset(model) -> int:
@@ -408,22 +553,175 @@ def _needed_nodes(g, output: str) -> list:
     return keep[::-1]
 
 
-def _reject_external(g, source: str) -> None:
-    tensors = list(g.initializer)
+_DATA_TYPES = frozenset(TensorProto.DataType.values())
+
+
+def _iter_graphs(model):
+    """Every graph of the model: the main graph and all subgraphs (iteratively)."""
+    stack = [("the main graph", model.graph)]
+    for f in model.functions:
+        # functions hold nodes only: wrap them so their attributes are scanned too
+        stack.append((f"function {_clip(str(f.name))!r}", onnx.GraphProto(node=f.node)))
+    while stack:
+        where, g = stack.pop()
+        yield where, g
+        for node in g.node:
+            for a in node.attribute:
+                where = f"a subgraph of node {_clip(str(node.name))!r}"
+                if a.HasField("g"):
+                    stack.append((where, a.g))
+                stack.extend((where, sg) for sg in a.graphs)
+
+
+def _iter_tensors(g):
+    """``(label, TensorProto)`` for every tensor stored in graph ``g`` (not its subgraphs)."""
+    for t in g.initializer:
+        yield "initializer", t
+    for sp in g.sparse_initializer:
+        yield "sparse initializer", sp.values
+        yield "sparse initializer indices of", sp.indices
     for node in g.node:
-        tensors += [a.t for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
-    for t in tensors:
-        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
-            raise ModelFormatError(f"ONNX model {source!r}: tensor {t.name!r} is stored as external "
-                                   f"data; external data is not supported (save the model with "
-                                   f"all tensors inside the .onnx file)")
+        for a in node.attribute:
+            where = f"attribute {_clip(str(a.name))!r} of node {_clip(str(node.name))!r}: tensor"
+            if a.HasField("t"):
+                yield where, a.t
+            for t in a.tensors:
+                yield where, t
+            sparse = list(a.sparse_tensors) + ([a.sparse_tensor] if a.HasField("sparse_tensor")
+                                               else [])
+            for sp in sparse:
+                yield where, sp.values
+                yield where, sp.indices
+
+
+def _external_location(t) -> str:
+    for e in t.external_data:
+        if e.key == "location":
+            return _clip(str(e.value))
+    return "<no location>"
+
+
+def _prevalidate(model, source: str) -> None:
+    """Refuse what must never reach ``onnx.checker`` or numpy, before any of them runs.
+
+    * tensors stored as external data, anywhere in the model (main graph,
+      subgraphs, functions, attributes): refused, and no file is opened;
+    * a tensor whose declared dims are negative or whose element count
+      exceeds :data:`leo_verify.io.limits.MAX_ELEMENTS` (computed with Python
+      integers: dims whose int64 product overflows are refused too);
+    * names that are not valid UTF-8 (protobuf hands them over as bytes);
+    * in the main graph: a node consuming a tensor nobody produces (a
+      dangling input), a cycle, nodes out of topological order, and a graph
+      output no node produces.
+    """
+    def fail(msg):
+        raise ModelFormatError(f"ONNX model {source!r}: {msg}")
+
+    for gwhere, g in _iter_graphs(model):
+        for label, t in _iter_tensors(g):
+            name = _clip(str(t.name))
+            if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+                fail(f"{label} {name!r} (in {gwhere}) is stored as external data (location "
+                     f"{_external_location(t)!r}); external data is refused and no external file "
+                     f"is opened: save the model with all tensors inside the .onnx file")
+            dims = [int(d) for d in t.dims]
+            if any(d < 0 for d in dims):
+                fail(f"{label} {name!r} declares a negative dimension: {_shape_text(dims)}")
+            n = _size(dims)
+            if n > limits.MAX_ELEMENTS:
+                fail(f"{label} {name!r} declares shape {_shape_text(dims)}, "
+                     f"{limits.describe(n)} elements, more than the limit of "
+                     f"{limits.MAX_ELEMENTS} (leo_verify.io.limits.MAX_ELEMENTS)")
+            if t.data_type not in _DATA_TYPES or t.data_type == TensorProto.UNDEFINED:
+                fail(f"{label} {name!r} has an unknown data type {t.data_type}")
+
+    g = model.graph
+    names = [("graph input", i.name) for i in g.input] + \
+            [("graph output", o.name) for o in g.output] + \
+            [("initializer", t.name) for t in g.initializer]
+    for k, node in enumerate(g.node):
+        for field in ("name", "op_type", "domain"):
+            names.append((f"node #{k} {field}", getattr(node, field)))
+        names += [(f"node #{k} input", x) for x in node.input]
+        names += [(f"node #{k} output", x) for x in node.output]
+        names += [(f"node #{k} attribute name", a.name) for a in node.attribute]
+    for what, name in names:
+        if not isinstance(name, str):
+            fail(f"{what} {_clip(repr(name))} is not valid UTF-8 text")
+
+    defined = {i.name for i in g.input} | {t.name for t in g.initializer} | \
+              {sp.values.name for sp in g.sparse_initializer}
+    producer: dict = {}
+    for k, node in enumerate(g.node):
+        for o in node.output:
+            if o:
+                producer.setdefault(o, k)
+
+    def label(k):
+        node = g.node[k]
+        return f"{_clip(node.name or (node.output[0] if node.output else '#' + str(k)))!r} " \
+               f"({_clip(node.op_type, 40)})"
+
+    for k, node in enumerate(g.node):
+        for name in node.input:
+            if not name or name in defined:
+                continue
+            j = producer.get(name)
+            if j is None:
+                fail(f"node {label(k)} consumes tensor {_clip(name)!r}, which no node, initializer "
+                     f"or graph input produces (dangling input)")
+            cycle = _find_cycle(g, producer)
+            if cycle:
+                shown = [label(c) for c in cycle[:8]] + (["..."] if len(cycle) > 8 else [])
+                fail("the graph has a cycle: " + " -> ".join(shown))
+            fail(f"node {label(k)} consumes tensor {_clip(name)!r} before node {label(j)} produces "
+                 f"it: ONNX nodes must be in topological order")
+        defined.update(o for o in node.output if o)
+    for o in g.output:
+        if o.name not in defined:
+            fail(f"graph output {_clip(o.name)!r} is not produced by any node, initializer or "
+                 f"input")
+
+
+def _find_cycle(g, producer: dict) -> list | None:
+    """Node indices along one cycle of the main graph, or None (iterative DFS)."""
+    n = len(g.node)
+    preds = [sorted({producer[i] for i in node.input if i in producer}) for node in g.node]
+    state = [0] * n  # 0 new, 1 on the stack, 2 done
+    for root in range(n):
+        if state[root]:
+            continue
+        path, its = [root], [iter(preds[root])]
+        state[root] = 1
+        while path:
+            nxt = next(its[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                its.pop()
+            elif state[nxt] == 1:
+                cyc = path[path.index(nxt):] + [nxt]
+                return cyc[::-1]  # producer -> consumer order
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                path.append(nxt)
+                its.append(iter(preds[nxt]))
+    return None
 
 
 def _tensor_to_array(t, source: str) -> np.ndarray:
+    name = _clip(str(t.name))
+    dims = [int(d) for d in t.dims]
+    n = _size(dims)  # _prevalidate has checked dims >= 0 and n <= MAX_ELEMENTS for stored tensors
+    if any(d < 0 for d in dims) or n > limits.MAX_ELEMENTS:
+        raise ModelFormatError(f"ONNX model {source!r}: tensor {name!r} declares shape "
+                               f"{_shape_text(dims)}, beyond the limit of {limits.MAX_ELEMENTS} "
+                               f"elements (leo_verify.io.limits.MAX_ELEMENTS)")
     try:
         return np.array(numpy_helper.to_array(t))
-    except Exception as e:  # onnx raises assorted errors on corrupt tensors
-        raise ModelFormatError(f"ONNX model {source!r}: tensor {t.name!r} cannot be decoded: {e}") from e
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, UnicodeError) as e:
+        # onnx raises assorted errors on corrupt tensors
+        raise ModelFormatError(f"ONNX model {source!r}: tensor {name!r} cannot be decoded: "
+                               f"{_clip(_first_line(e), 200)}") from e
 
 
 # ---------------------------------------------------------------------------
@@ -555,6 +853,8 @@ def _op_shape(t, node, ins, attrs):
 def _op_cast(t, node, ins, attrs):
     x = ins[0]
     to = int(attrs["to"])
+    if to not in _DATA_TYPES or to in (TensorProto.UNDEFINED, TensorProto.STRING):
+        raise t.error(f"Cast to data type {to} is not supported", UnsupportedOp)
     if _is_const(x):
         return [x.astype(helper.tensor_dtype_to_np_dtype(to))]
     if to in _FLOAT_TYPES:
@@ -567,12 +867,20 @@ def _op_cast(t, node, ins, attrs):
 def _op_concat(t, node, ins, attrs):
     if not all(_is_const(v) for v in ins):
         raise t.error("Concat of network values is not supported (only of constants)", UnsupportedOp)
+    _need_const((sum(v.size for v in ins),), "the result of this Concat")
     return [np.concatenate(ins, axis=int(attrs["axis"]))]
 
 
 def _op_gather(t, node, ins, attrs):
     if not all(_is_const(v) for v in ins):
         raise t.error("Gather of network values is not supported (only of constants)", UnsupportedOp)
+    if ins[1].dtype.kind not in "iu":
+        raise t.error(f"Gather indices have dtype {ins[1].dtype}, expected integers")
+    axis = int(attrs.get("axis", 0))
+    if not -ins[0].ndim <= axis < ins[0].ndim:
+        raise t.error(f"axis {axis} is out of range for rank {ins[0].ndim}")
+    rest = ins[0].shape[:axis % ins[0].ndim] + ins[0].shape[axis % ins[0].ndim + 1:]
+    _need_const(ins[1].shape + rest, "the result of this Gather")
     return [np.take(ins[0], ins[1].astype(np.int64), axis=int(attrs.get("axis", 0)))]
 
 
@@ -580,6 +888,7 @@ def _op_relu(t, node, ins, attrs):
     x = ins[0]
     if _is_const(x):
         return [np.maximum(x, 0)]
+    _spend("neurons", x.size, "this ReLU")
     src = t.materialize(x)
     name = t.graph.fresh_name(t.label)
     t.graph.add(name, Relu([neuron_id(name, i) for i in range(x.size)]), [src])
@@ -589,12 +898,16 @@ def _op_relu(t, node, ins, attrs):
 # -- element-wise arithmetic ------------------------------------------------
 def _broadcast_select(t, x: _Pending, shape: tuple) -> np.ndarray:
     """Row selection broadcasting the pending ``x`` to ``shape``."""
+    _need_value(shape, "the broadcast result")
     return np.broadcast_to(np.arange(x.size).reshape(x.shape), shape).ravel()
 
 
 def _const_arith(t, kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    _need_const(np.broadcast_shapes(a.shape, b.shape), f"the result of this constant {kind}")
     if a.dtype.kind in "iub" and b.dtype.kind in "iub":  # shape arithmetic
         if kind == "Div":
+            if np.any(b == 0):
+                raise t.error("integer division by zero in a constant expression")
             return np.fix(np.true_divide(a, b)).astype(np.result_type(a, b))
         return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[kind](a, b)
     a, b = t.as_float(a, "operand"), t.as_float(b, "operand")
@@ -631,7 +944,7 @@ def _binary(kind: str):
             shape = tuple(np.broadcast_shapes(var.shape, const.shape))
         except ValueError:
             raise t.error(f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast") from None
-        sel = _broadcast_select(t, var, shape)
+        sel = _broadcast_select(t, var, shape)  # checks the size of shape first
         cfull = np.broadcast_to(const, shape).ravel()
         if kind == "Add":
             return [t.apply(var, _Lin(shape, select=sel, offset=cfull))]
@@ -655,6 +968,7 @@ def _binary(kind: str):
 
 def _scaled_select(sel, scale, shape, in_size: int) -> _Lin:
     """Row i copies entry ``sel[i]`` times ``scale[i]``."""
+    _need_dense(len(sel), in_size, "this element-wise scaling")
     M = np.zeros((len(sel), in_size))
     M[np.arange(len(sel)), sel] = scale
     return _Lin(shape, matrix=M)
@@ -662,6 +976,7 @@ def _scaled_select(sel, scale, shape, in_size: int) -> _Lin:
 
 def _exact_division(t, var: _Pending, sel, d, shape) -> _Pending:
     """``x / d``: 1/d is not a float, so emit an Affine with exact rational weights."""
+    _need_rational(len(sel), var.size, "this exact division")
     src = t.materialize(var)
     zero = Fraction(0)
     W = np.full((len(sel), var.size), zero, dtype=object)
@@ -689,6 +1004,7 @@ def _add_values(t, a: _Pending, b: _Pending, *, negate: bool) -> _Pending:
         # x + x (networkx has no parallel edges): 2x, exact; x - x is not possible here
         # since -x is materialized as a distinct node.
         n = t.graph.size_of(na)
+        _need_dense(n, n, "x + x")
         return t.apply(t.fresh(na, shape), _Lin(shape, matrix=2.0 * np.eye(n)))
     name = t.graph.add(t.graph.fresh_name(t.label), Add(a.size, 2), [na, nb])
     return t.fresh(name, shape)
@@ -705,11 +1021,28 @@ def _squeeze_leading(t, c: np.ndarray, keep: int) -> np.ndarray:
 
 
 def _matmul_shape(t, sa, sb) -> tuple:
+    """The shape of ``A @ B`` (numpy/ONNX matmul rules), computed without any arithmetic."""
+    sa, sb = tuple(int(d) for d in sa), tuple(int(d) for d in sb)
+
+    def bad():
+        return t.error(f"operand shapes {list(sa)} and {list(sb)} do not match for a matrix "
+                       f"product")
+    if not sa or not sb:
+        raise bad()
+    a2 = (1,) + sa if len(sa) == 1 else sa
+    b2 = sb + (1,) if len(sb) == 1 else sb
+    if a2[-1] != b2[-2]:
+        raise bad()
     try:
-        return np.matmul(np.broadcast_to(0.0, sa), np.broadcast_to(0.0, sb)).shape
+        batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
     except ValueError:
-        raise t.error(f"operand shapes {list(sa)} and {list(sb)} do not match for a matrix "
-                      f"product") from None
+        raise bad() from None
+    out = batch + (a2[-2], b2[-1])
+    if len(sa) == 1:
+        out = out[:-2] + out[-1:]
+    if len(sb) == 1:
+        out = out[:-1]
+    return out
 
 
 def _matmul_var_const(t, xshape, c: np.ndarray) -> _Lin:
@@ -718,6 +1051,8 @@ def _matmul_var_const(t, xshape, c: np.ndarray) -> _Lin:
     c2 = _squeeze_leading(t, c, 2) if c.ndim >= 2 else c
     ct = c2[None, :] if c2.ndim == 1 else c2.T  # (N, K)
     B = _size(xshape[:-1]) if len(xshape) >= 2 else 1
+    _need_value(out, "the product")
+    _need_dense(B * ct.shape[0], B * ct.shape[1], "this matrix product")
     return _Lin(out, matrix=np.kron(np.eye(B), ct) if B > 1 else ct)
 
 
@@ -729,6 +1064,8 @@ def _matmul_const_var(t, c: np.ndarray, xshape) -> _Lin:
         return _Lin(out, matrix=c2)
     Q = xshape[-1]
     B = _size(xshape[:-2])
+    _need_value(out, "the product")
+    _need_dense(B * c2.shape[0] * Q, B * c2.shape[1] * Q, "this matrix product")
     M = np.kron(c2, np.eye(Q)) if Q > 1 else c2
     return _Lin(out, matrix=np.kron(np.eye(B), M) if B > 1 else M)
 
@@ -774,6 +1111,7 @@ def _op_gemm(t, node, ins, attrs):
            else _matmul_const_var(t, scaled if scaled is not None else const, b.shape))
     y = t.apply(var, lin)
     if scaled is None:  # alpha * weight rounds: scale as a separate exact step
+        _need_dense(y.size, y.size, "scaling by alpha")
         y = t.apply(y, _Lin(y.shape, matrix=alpha * np.eye(y.size)))
     if c is not None:
         cc = t.as_float(c, "Gemm bias C")
@@ -813,7 +1151,9 @@ def _op_batchnorm(t, node, ins, attrs):
     s_full = np.broadcast_to(scale.reshape(chan), x.shape).ravel()
     t_full = np.broadcast_to(shift.reshape(chan), x.shape).ravel()
     if _is_const(x):
-        return [(x.astype(np.float64).ravel() * s_full + t_full).reshape(x.shape)]
+        return [(t.as_float(x, "BatchNormalization input").ravel() * s_full
+                 + t_full).reshape(x.shape)]
+    _need_dense(x.size, x.size, "BatchNormalization")
     return [t.apply(x, _Lin(x.shape, matrix=np.diag(s_full), offset=t_full))]
 
 
@@ -868,7 +1208,8 @@ def graph_from_onnx_model(model, *, source: str = "<memory>", name: str | None =
     Raises
     ------
     ModelFormatError
-        Undecodable, truncated or inconsistent model, external data.
+        Undecodable, truncated or inconsistent model, external data, a
+        declared size beyond a limit of :mod:`leo_verify.io.limits`.
     UnsupportedOp
         An op (or op variant) outside :data:`SUPPORTED_OPS`; the message
         names the ONNX node and its op type.
@@ -879,23 +1220,43 @@ def graph_from_onnx_model(model, *, source: str = "<memory>", name: str | None =
         data = bytes(model)
         if not data:
             raise ModelFormatError(f"ONNX model {source!r} is empty")
+        if len(data) > limits.MAX_FILE_BYTES:
+            raise ModelFormatError(f"ONNX model {source!r} has {len(data)} bytes, more than the "
+                                   f"limit of {limits.MAX_FILE_BYTES} (leo_verify.io.limits."
+                                   f"MAX_FILE_BYTES)")
         try:
             model = onnx.load_model_from_string(data)
         except (DecodeError, ValueError, RuntimeError) as e:
             raise ModelFormatError(f"ONNX model {source!r} cannot be decoded (truncated or not an "
-                                   f"ONNX file): {e}") from e
+                                   f"ONNX file): {_clip(_first_line(e), 200)}") from e
     if not isinstance(model, onnx.ModelProto):
         raise ModelFormatError(f"{source!r}: expected an ONNX ModelProto, got {type(model).__name__}")
     if not model.HasField("graph"):
         raise ModelFormatError(f"ONNX model {source!r} has no graph (truncated or not an ONNX file)")
-    _reject_external(model.graph, source)
+    _prevalidate(model, source)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
-        raise ModelFormatError(f"ONNX model {source!r} is invalid: {first}") from e
+        raise ModelFormatError(f"ONNX model {source!r} is invalid: "
+                               f"{_clip(_checker_text(str(e)), 300)}") from e
+    except UnicodeDecodeError as e:
+        # the checker's message quotes a name that is not valid UTF-8
+        text = e.object.decode("utf-8", "replace") if isinstance(e.object, bytes) else str(e)
+        raise ModelFormatError(f"ONNX model {source!r} is invalid: "
+                               f"{_clip(_checker_text(text), 300)}") from None
+    except ValueError as e:  # e.g. a model over protobuf's 2 GiB
+        raise ModelFormatError(f"ONNX model {source!r} is invalid: {_clip(_first_line(e), 300)}") \
+            from e
     gname = name or model.graph.name or "network"
-    return _Tracer(model, source, gname).run()
+    if not isinstance(gname, str):  # a graph name that is not valid UTF-8
+        gname = "network"
+    token = _BUDGET.set(limits.Budget())
+    try:
+        with np.errstate(all="ignore"):
+            # non-finite values are caught by Graph.lint (named), not printed as warnings
+            return _Tracer(model, source, gname).run()
+    finally:
+        _BUDGET.reset(token)
 
 
 def load_onnx(path, *, name: str | None = None) -> Graph:
@@ -904,7 +1265,8 @@ def load_onnx(path, *, name: str | None = None) -> Graph:
     Parameters
     ----------
     path : str or os.PathLike
-        The ``.onnx`` file. Tensors must be stored inside it (no external data).
+        The ``.onnx`` file. Tensors must be stored inside it: external data is
+        refused without opening any other file (see the module docstring).
     name : str, optional
         The graph's name; default: the file name without its suffix.
 
@@ -916,16 +1278,13 @@ def load_onnx(path, *, name: str | None = None) -> Graph:
     Raises
     ------
     InputFileError
-        The file does not exist or cannot be read.
+        The file does not exist, is not a regular file or cannot be read.
     ModelFormatError, UnsupportedOp, GraphError
-        See :func:`graph_from_onnx_model`.
+        See :func:`graph_from_onnx_model`; also a file over
+        :data:`leo_verify.io.limits.MAX_FILE_BYTES`.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise InputFileError(f"cannot read ONNX model {path!r}: {e.strerror or e}") from e
+    data = read_model_bytes(path, "ONNX model")
     return graph_from_onnx_model(data, source=path, name=name or Path(path).stem)
 
 

@@ -26,6 +26,13 @@ fx records ``a += b`` as an out-of-place ``a + b``; eager torch mutates
 ``a``.  Explicit in-place ops (``inplace=True``, ``relu_``, ``add_``) are
 accepted only when no later operation reads an alias of the mutated tensor.
 
+Hostile files: :func:`load_torch_file` uses ``torch.load(weights_only=True)``
+only (a pickle with a malicious ``__reduce__`` is refused, never run; no other
+code path unpickles), refuses files over
+:data:`leo_verify.io.limits.MAX_FILE_BYTES` before reading them and tensors
+over :data:`~leo_verify.io.limits.MAX_ELEMENTS` (e.g. a stride-0 view of a
+one-element storage declaring 10^12 elements) before copying them.
+
 Writing: :func:`to_torch` builds an ``nn.Sequential`` for chains and a
 :class:`LeoNetwork` for DAGs; :func:`save_torch` writes a chain MLP's state
 dict; :func:`load_torch_file` reads one back with ``weights_only=True``.
@@ -38,7 +45,9 @@ import operator
 import os
 import pickle
 import re
+import struct
 import warnings
+import zipfile
 from collections import OrderedDict
 from typing import Callable, Mapping, NamedTuple
 
@@ -48,9 +57,10 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputFileError, ModelFormatError, UnsupportedOp, UsageError
+from ..errors import GraphError, InputFileError, ModelFormatError, UnsupportedOp, UsageError
 from ..graph import Add, Affine, Graph, Input, Output, Relu, neuron_id
-from ..util import atomic_write_bytes
+from ..util import atomic_write_bytes, check_file_size
+from . import limits
 
 __all__ = ["from_torch", "load_torch_file", "to_torch", "save_torch", "LeoNetwork"]
 
@@ -441,6 +451,13 @@ def from_torch(module, *, input_size=None, name: str | None = None) -> Graph:
 # ---------------------------------------------------------------------------
 # state-dict files
 # ---------------------------------------------------------------------------
+#: what torch.load raises on corrupt or truncated files (found by fuzzing, see
+#: tests/test_fuzz_readers.py); anything else is a bug and is not swallowed.
+_TORCH_LOAD_ERRORS = (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError,
+                      AssertionError, AttributeError, OverflowError, UnicodeDecodeError,
+                      struct.error, zipfile.BadZipFile)
+
+
 def _one_line(exc: BaseException, limit: int = 240) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     # torch's weights_only refusal buries the reason under generic advice.
@@ -523,14 +540,20 @@ def load_torch_file(path, *, name: str | None = None, input_size=None) -> Graph:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputFileError(f"model file {path!r} does not exist or is not a file")
+    check_file_size(path, what="model file", limit=limits.MAX_FILE_BYTES, name="MAX_FILE_BYTES",
+                    error=ModelFormatError)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        with warnings.catch_warnings():
+            # torch warns about odd pickle protocols etc.: the file is accepted or refused
+            # below, a warning on stderr would only add noise to the one-line error
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
         raise InputFileError(f"cannot read model file {path!r}: {exc.strerror or exc}") from None
     except pickle.UnpicklingError as exc:
         raise ModelFormatError(f"model file {path!r} was refused by torch.load(weights_only=True) "
                                f"({_one_line(exc)}); save model.state_dict() instead") from None
-    except Exception as exc:  # truncated zip, garbage bytes: torch raises many kinds
+    except _TORCH_LOAD_ERRORS as exc:  # truncated zip, garbage bytes: torch raises many kinds
         raise ModelFormatError(f"model file {path!r} is not a readable torch file "
                                f"({type(exc).__name__}: {_one_line(exc)})") from None
     sd = _unwrap_state_dict(obj, path)
@@ -542,6 +565,7 @@ def load_torch_file(path, *, name: str | None = None, input_size=None) -> Graph:
                   metadata={"source": path, "format": "torch"})
     prefixes = {p for p, _ in layers}
     dtypes = set()
+    budget = limits.Budget()  # stride-0 views let a tiny file declare many huge tensors
     prev_node, prev_out = None, None
     for i, (prefix, params) in enumerate(layers):
         if "weight" not in params:
@@ -574,18 +598,33 @@ def load_torch_file(path, *, name: str | None = None, input_size=None) -> Graph:
             if t.dtype not in _FLOAT_DTYPES or t.layout != torch.strided:
                 raise ModelFormatError(f"model file {path!r}: {key!r} is a {t.dtype} "
                                        f"{t.layout} tensor; expected dense float32/float64")
+            # a stride-0 view of a tiny storage may declare any size: check before copying
+            n = math.prod(int(d) for d in t.shape)
+            if n > limits.MAX_ELEMENTS:
+                raise ModelFormatError(f"model file {path!r}: {key!r} has shape {tuple(t.shape)}, "
+                                       f"{limits.describe(n)} elements, more than the limit of "
+                                       f"{limits.MAX_ELEMENTS} (leo_verify.io.limits.MAX_ELEMENTS)")
+            msg = budget.add("elements", n)
+            if msg:
+                raise ModelFormatError(f"model file {path!r}: at {key!r}, {msg}")
             dtypes.add(_FLOAT_DTYPES[t.dtype])
             arrays.append(t.detach().to(torch.float64).numpy().copy())
         if len(arrays) == 2:
             bias = arrays[1]
         node = graph.add(graph.fresh_name(prefix or "linear"), Affine(arrays[0], bias), [prev_node])
         if i < len(layers) - 1:
+            msg = budget.add("neurons", out_f)
+            if msg:
+                raise ModelFormatError(f"model file {path!r}: at layer {prefix!r}, {msg}")
             rname = graph.fresh_name(_relu_name(prefix, prefixes))
             node = graph.add(rname, Relu([neuron_id(rname, j) for j in range(out_f)]), [node])
         prev_node, prev_out = node, out_f
     graph.add(graph.fresh_name("output"), Output(prev_out, (prev_out,)), [prev_node])
     graph.metadata["dtype"] = "float32" if "float32" in dtypes else "float64"
-    return graph.lint(where="torch loader")
+    try:
+        return graph.lint(where="torch loader")
+    except GraphError as e:  # e.g. a NaN weight: say which file
+        raise GraphError(f"model file {path!r}: {e}") from e
 
 
 # ---------------------------------------------------------------------------

@@ -21,8 +21,13 @@ up, by at most one ulp), so each float box contains the exact real box of the
 file; the exact rational bounds are kept in :attr:`VnnlibProperty.exact_boxes`.
 A strict bound ``(< X_0 c)`` is read as ``<=`` (the closure; again a superset).
 
-The reader is bounded: files over :data:`MAX_BYTES` and nesting deeper than
-:data:`MAX_DEPTH` are refused, and nothing recurses on the file's nesting.
+The reader is bounded: files over :data:`MAX_BYTES`, nesting deeper than
+:data:`MAX_DEPTH`, numeric literals longer than :data:`MAX_NUMBER_CHARS`,
+constant expressions whose exact value needs more than :data:`MAX_CONST_BITS`
+bits, more than :data:`MAX_BOXES` boxes or more than :data:`MAX_BOX_VALUES`
+bounds in all boxes together are refused, and nothing recurses on the file's
+nesting, so parse time is linear in the file size (up to big-number
+arithmetic on bounded constants).
 Every error is a :class:`DomainError` (a missing file: :class:`InputFileError`)
 naming the file and, where possible, the line.
 """
@@ -43,12 +48,14 @@ from ..domain import Box
 from ..errors import DomainError, InputFileError
 
 __all__ = ["VnnlibProperty", "OutputConstraint", "read_vnnlib", "parse_vnnlib",
-           "MAX_BYTES", "MAX_DEPTH", "MAX_BOXES"]
+           "MAX_BYTES", "MAX_DEPTH", "MAX_BOXES", "MAX_BOX_VALUES", "MAX_CONST_BITS"]
 
 MAX_BYTES = 64 * 1024 * 1024   #: larger files are refused
 MAX_DEPTH = 1000               #: deeper parenthesis nesting is refused
 MAX_BOXES = 10_000             #: cap on the boxes a product of disjunctions may produce
 MAX_NUMBER_CHARS = 1000        #: longer numeric literals are refused
+MAX_BOX_VALUES = 10_000_000    #: cap on (number of boxes) x (number of inputs)
+MAX_CONST_BITS = 20_000        #: cap on the numerator / denominator size of a constant
 _FLOAT_MAX = Fraction(sys.float_info.max)
 _MAX_CONST_DEPTH = 50          #: nesting of constant arithmetic like (- (/ 1 3))
 
@@ -343,20 +350,25 @@ class _Parser:
             self.fail(line, f"expected a constant, got {_show(e)}")
         vals = [self.constant(a, line, depth + 1) for a in e[1:]]
         op = e[0]
-        if op == "-":
-            return -vals[0] if len(vals) == 1 else vals[0] - sum(vals[1:])
-        if op == "+":
-            return sum(vals, Fraction(0))
-        if op == "*":
-            out = Fraction(1)
-            for v in vals:
+        if op == "-" and len(vals) == 1:
+            return -vals[0]
+        out = vals[0] if op != "*" else Fraction(1)
+        for v in (vals[1:] if op != "*" else vals):
+            # one step at a time, each bounded: a long product of big numbers
+            # would otherwise take quadratic time
+            if op == "-":
+                out -= v
+            elif op == "+":
+                out += v
+            elif op == "*":
                 out *= v
-            return out
-        out = vals[0]
-        for v in vals[1:]:
-            if v == 0:
-                self.fail(line, f"division by zero in {_show(e)}")
-            out /= v
+            else:
+                if v == 0:
+                    self.fail(line, f"division by zero in {_show(e)}")
+                out /= v
+            if max(out.numerator.bit_length(), out.denominator.bit_length()) > MAX_CONST_BITS:
+                self.fail(line, f"constant expression {_show(e, limit=40)} is too large: its exact "
+                                f"value needs more than {MAX_CONST_BITS} bits (MAX_CONST_BITS)")
         return out
 
     def const_text(self, e) -> str:
@@ -472,38 +484,89 @@ class _Parser:
         if n == 0:
             self.fail(None, "declares no input variables (X_0 ...)")
         for table, name in ((self.inputs, "X"), (self.outputs, "Y")):
-            missing = sorted(set(range(max(table, default=-1) + 1)) - set(table))
-            if missing:
+            if table and max(table) != len(table) - 1:
+                # indices are distinct: some index below len(table) is missing (never
+                # build range(max): X_99999999999 alone must not take forever)
+                first = next(i for i in range(len(table) + 1) if i not in table)
                 self.fail(None, f"variables must be numbered {name}_0..{name}_{max(table)} without "
-                                f"gaps, but {name}_{missing[0]} is not declared")
+                                f"gaps, but {name}_{first} is not declared")
         combos = 1
         for _, alts in self.disjunctions:
             combos *= len(alts)
             if combos > MAX_BOXES:
                 self.fail(self.disjunctions[0][0], f"the disjunctions describe more than {MAX_BOXES} "
                                                    f"boxes; refused")
+        if combos * n > MAX_BOX_VALUES:
+            self.fail(self.disjunctions[0][0] if self.disjunctions else None,
+                      f"{combos} boxes of {n} inputs need {combos * n} bounds, more than the limit "
+                      f"of {MAX_BOX_VALUES} (MAX_BOX_VALUES); refused")
         boxes, exact = [], []
+        cache: dict = {}
+
+        def rounded(q: Fraction, down: bool) -> float:
+            # many boxes share their bounds: round each rational once per direction
+            key = (q, down)
+            if key not in cache:
+                cache[key] = _round(q, down=down)
+            return cache[key]
+
+        # The bounds outside every (or) are shared by all boxes: validate and round them
+        # once; each box then only applies its disjuncts' bounds (linear in the output).
+        base_lo, base_hi = self.lower, self.upper
+        missing_lo = [i for i in range(n) if i not in base_lo]
+        missing_hi = [i for i in range(n) if i not in base_hi]
+        base_bad = [i for i in range(n)
+                    if i in base_lo and i in base_hi and base_lo[i][0] > base_hi[i][0]]
+        nan = math.nan
+        flo_base = np.array([rounded(base_lo[i][0], True) if i in base_lo else nan
+                             for i in range(n)])
+        fhi_base = np.array([rounded(base_hi[i][0], False) if i in base_hi else nan
+                             for i in range(n)])
+        qlo_base = [base_lo[i][0] if i in base_lo else None for i in range(n)]
+        qhi_base = [base_hi[i][0] if i in base_hi else None for i in range(n)]
+
         choices = list(itertools.product(*[range(len(alts)) for _, alts in self.disjunctions]))
         for number, choice in enumerate(choices):
-            lower, upper = dict(self.lower), dict(self.upper)
+            mod_lo: dict = {}
+            mod_hi: dict = {}
             where = []
             for (dline, alts), k in zip(self.disjunctions, choice):
                 for idx, kind, val, txt, ln in alts[k]:
-                    self.tighten(lower if kind == "lo" else upper, kind, idx, val, txt, ln)
+                    table, base = (mod_lo, base_lo) if kind == "lo" else (mod_hi, base_hi)
+                    if idx not in table and idx in base:
+                        table[idx] = base[idx]
+                    self.tighten(table, kind, idx, val, txt, ln)
                 where.append(f"disjunct {k + 1} of the (or) on line {dline}")
             ctx = f" in {', '.join(where)}" if where else ""
-            for i in range(n):
-                for table, what in ((lower, "lower"), (upper, "upper")):
-                    if i not in table:
-                        self.fail(None, f"input X_{i} has no {what} bound{ctx}")
-                lo, hi = lower[i], upper[i]
-                if lo[0] > hi[0]:
-                    self.fail(lo[2], f"input X_{i} has lower bound {lo[1]} (line {lo[2]}) > "
-                                     f"upper bound {hi[1]} (line {hi[2]}){ctx}")
-            qlo = [lower[i][0] for i in range(n)]
-            qhi = [upper[i][0] for i in range(n)]
-            flo = np.array([_round(q, down=True) for q in qlo])
-            fhi = np.array([_round(q, down=False) for q in qhi])
+
+            def get(i, mod, base):
+                return mod[i] if i in mod else base.get(i)
+
+            # the first input with a problem, checked in the order: no lower bound,
+            # no upper bound, lower > upper (tightening never repairs a base conflict)
+            cand = [next((i for i in missing_lo if i not in mod_lo), None),
+                    next((i for i in missing_hi if i not in mod_hi), None),
+                    base_bad[0] if base_bad else None]
+            for i in set(mod_lo) | set(mod_hi):
+                lo, hi = get(i, mod_lo, base_lo), get(i, mod_hi, base_hi)
+                if lo is not None and hi is not None and lo[0] > hi[0]:
+                    cand.append(i)
+            cand = [i for i in cand if i is not None]
+            if cand:
+                i = min(cand)
+                lo, hi = get(i, mod_lo, base_lo), get(i, mod_hi, base_hi)
+                if lo is None:
+                    self.fail(None, f"input X_{i} has no lower bound{ctx}")
+                if hi is None:
+                    self.fail(None, f"input X_{i} has no upper bound{ctx}")
+                self.fail(lo[2], f"input X_{i} has lower bound {lo[1]} (line {lo[2]}) > "
+                                 f"upper bound {hi[1]} (line {hi[2]}){ctx}")
+            flo, fhi = flo_base.copy(), fhi_base.copy()
+            qlo, qhi = list(qlo_base), list(qhi_base)
+            for i, (val, _, _) in mod_lo.items():
+                flo[i], qlo[i] = rounded(val, True), val
+            for i, (val, _, _) in mod_hi.items():
+                fhi[i], qhi[i] = rounded(val, False), val
             label = src if len(choices) == 1 else f"{src} box {number + 1}"
             boxes.append(Box(flo, fhi, source=label))
             exact.append((qlo, qhi))

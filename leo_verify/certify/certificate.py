@@ -1,0 +1,218 @@
+"""The certificate of a compression: obligations, verdict, proof files, re-check.
+
+Obligations (each ``proven``, ``open`` or ``refuted``):
+
+``stability:<neuron>``  the claim "pre-activation <= 0 (inactive) / >= 0 (active)
+                        on the domain", re-proved exactly (:mod:`.claims`);
+``rewrite:<layer>``     each ReLU layer of the compressed network computes, on the
+                        domain, exactly the pre-activations of units of the original
+                        (:mod:`.identity`), and ``rewrite:output`` the same outputs;
+``rounding:<file>``     every weight in the emitted file is within half an ulp of
+                        the exact rewritten weight (:mod:`.deviation`);
+``deviation:<file>``    ``|emitted(x) - original(x)| <= eps`` on the domain, eps
+                        computed exactly (:mod:`.deviation`); proven when the
+                        rewrite is;
+``fuzz:<file>``         a falsification campaign (:mod:`.fuzz`) found no point where the
+                        emitted network differs from the original by more than eps
+                        (a candidate is replayed in exact arithmetic; one beyond
+                        eps *refutes* the certificate).  Not a proof; it can only fail.
+
+The verdict is ``certified`` only when every obligation is ``proven`` (fuzz:
+``passed``).  Anything else is ``not certified`` with the open list.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Mapping
+
+import numpy as np
+
+from ..domain import Box
+from ..graph import Graph
+from ..semantics import evaluate_exact, to_fractions
+from .claims import prove_claims
+from .deviation import check_rounding, deviation_bound
+from .exact import fraction_str
+from .identity import check_identity
+
+__all__ = ["Obligation", "Certificate", "certify", "CERT_SCHEMA", "CERTIFIED", "NOT_CERTIFIED"]
+
+CERT_SCHEMA = "leo_verify.certificate/1"
+CERTIFIED = "certified"
+NOT_CERTIFIED = "not certified"
+
+
+@dataclass
+class Obligation:
+    id: str
+    kind: str
+    statement: str
+    status: str = "open"  # proven | open | refuted | passed (fuzz)
+    method: str = ""
+    time: float = 0.0
+    detail: str = ""
+    smt2: str | None = None
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "kind": self.kind, "statement": self.statement, "status": self.status,
+             "method": self.method, "time": round(self.time, 3), "detail": self.detail}
+        if self.smt2:
+            d["smt2"] = self.smt2
+        return d
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("proven", "passed")
+
+
+@dataclass
+class Certificate:
+    obligations: list = field(default_factory=list)
+    epsilon: dict = field(default_factory=dict)  # file -> exact eps string
+    fuzz: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # proof data (claims, lemmas, identity)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return CERTIFIED if self.obligations and all(o.ok for o in self.obligations) else NOT_CERTIFIED
+
+    @property
+    def open(self) -> list:
+        return [o for o in self.obligations if not o.ok]
+
+    def counts(self) -> dict:
+        c = {"total": len(self.obligations), "proven": 0, "passed": 0, "open": 0, "refuted": 0}
+        for o in self.obligations:
+            c[o.status] = c.get(o.status, 0) + 1
+        return c
+
+    def summary(self) -> dict:
+        """The report's ``certificate`` section (small; the proofs are in the proofs folder)."""
+        return {"verdict": self.verdict, "obligations": self.counts(),
+                "open": [{"id": o.id, "status": o.status, "detail": o.detail} for o in self.open],
+                "epsilon": {k: {"exact": v, "float": _float_up(Fraction(v))} for k, v in self.epsilon.items()},
+                "fuzz": self.fuzz, "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+
+
+def _float_up(v: Fraction) -> float:
+    """The smallest float >= v (a bound stays a bound when printed)."""
+    f = float(v)
+    return f if Fraction(f) >= v else float(np.nextafter(f, np.inf))
+
+
+def _statement(nid: str, claim: str) -> str:
+    rel = "<= 0" if claim == "inactive" else ">= 0"
+    return f"pre-activation of {nid} {rel} for every input in the domain ({'stably ' + claim})"
+
+
+def _infer_dtype(g: Graph) -> str:
+    for _, op in g.items():
+        if op.kind == "affine":
+            for a in (op.weight, op.bias):
+                if not np.all(a.astype(np.float32).astype(np.float64) == a):
+                    return "float64"
+    return "float32"
+
+
+def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, str], *,
+            emitted: Mapping[str, Graph] | None = None, dtype: str | None = None,
+            time_limit: float = 30.0, max_nodes: int = 2000, fuzz: bool = True, seed: int = 0,
+            fuzz_points: int = 10000, witnesses=None, progress=None) -> Certificate:
+    """Certify that ``compressed`` equals ``original`` on ``box``.
+
+    Parameters
+    ----------
+    original, compressed : the networks (``compressed`` with its exact rewritten weights).
+    claims : neuron id -> ``"active"``/``"inactive"``: the stability facts the
+        rewrite used (all of them are re-proved; nothing else is trusted).
+    emitted : file name -> the network *read back* from each emitted file.
+    dtype : the emitted files' float type (default: inferred from their weights).
+    time_limit, max_nodes : per-claim branch-and-bound budget.
+    fuzz, seed, fuzz_points, witnesses : the falsification campaign.
+    """
+    cert = Certificate()
+    t0 = time.monotonic()
+    res = prove_claims(original, box, claims, time_limit=time_limit, max_nodes=max_nodes,
+                       progress=progress)
+    cert.timings["stability"] = time.monotonic() - t0
+    for nid, p in res.proofs.items():
+        cert.obligations.append(Obligation(
+            f"stability:{nid}", "stability", _statement(nid, p.claim), p.status, p.method, p.time,
+            p.reason if p.status != "proven" else (f"bound {p.bound}" if p.bound else "")))
+    cert.data["claims"] = [p.to_json() for p in res.proofs.values()]
+    cert.data["lemmas"] = res.lemmas
+    cert.data["lemma_bounds"] = res.lemma_bounds  # for the SMT-LIB files (not JSON)
+
+    t1 = time.monotonic()
+    ident = check_identity(original, compressed, res.proven)
+    cert.timings["rewrite"] = time.monotonic() - t1
+    for layer, info in ident.layers.items():
+        cert.obligations.append(Obligation(
+            f"rewrite:{layer}", "rewrite",
+            f"every unit of compressed layer {layer!r} has, on the domain, the pre-activation of a unit "
+            f"of the original", info["status"], "exact affine forms", detail=info["detail"]))
+    cert.obligations.append(Obligation(
+        "rewrite:output", "rewrite", "the compressed network's outputs equal the original's on the domain "
+        "(exact rationals)", ident.output.get("status", "open"), "exact affine forms",
+        detail=ident.output.get("detail", "")))
+    cert.data["identity"] = ident.to_json()
+
+    for name, g in (emitted or {}).items():
+        t2 = time.monotonic()
+        dt = dtype or _infer_dtype(g)
+        ok, why = check_rounding(compressed, g, dtype=np.float32 if dt == "float32" else np.float64)
+        cert.obligations.append(Obligation(
+            f"rounding:{name}", "rounding", f"every weight of {name} is within half an ulp ({dt}) of the "
+            f"exact rewritten weight", "proven" if ok else "open", "exact comparison", time.monotonic() - t2,
+            why))
+        eps, why = deviation_bound(compressed, g, box)
+        cert.timings[f"deviation:{name}"] = time.monotonic() - t2
+        if eps is not None:
+            cert.epsilon[name] = fraction_str(eps)
+        status = "proven" if eps is not None and ident.proven else "open"
+        cert.obligations.append(Obligation(
+            f"deviation:{name}", "deviation",
+            f"|{name}(x) - original(x)| <= eps for every input in the domain (real arithmetic, "
+            f"the file's weights)", status, "exact error propagation",
+            detail=(f"eps = {_float_up(eps):.3e}" if eps is not None else why) +
+                   ("" if ident.proven else "; rests on the rewrite identity, which is open")))
+        if fuzz:
+            t3 = time.monotonic()
+            cert.obligations.append(_fuzz(original, g, box, name, eps, seed=seed, points=fuzz_points,
+                                          witnesses=witnesses, into=cert.fuzz))
+            cert.obligations[-1].time = time.monotonic() - t3
+            cert.timings[f"fuzz:{name}"] = time.monotonic() - t3
+    cert.timings["total"] = time.monotonic() - t0
+    return cert
+
+
+def _fuzz(original: Graph, g: Graph, box: Box, name: str, eps: Fraction | None, *, seed, points,
+          witnesses, into: dict) -> Obligation:
+    from .fuzz import falsify
+    r = falsify(original, g, box, seed=seed, points=points, extra=witnesses)
+    ob = Obligation(f"fuzz:{name}", "fuzz",
+                    f"no input found where {name} and the original differ by more than eps",
+                    "passed", "falsification campaign (corners, edges, uniform, ReLU boundaries, "
+                              "hypothesis, gradient ascent)")
+    summary = {"max_diff_float64": float(r.max_diff), "points": int(r.evaluated), "seed": seed}
+    if r.point is not None and eps is not None:
+        # the float64 difference includes evaluation rounding: replay exactly
+        px = to_fractions([float(v) for v in r.point])
+        fo = evaluate_exact(original, px)
+        go = evaluate_exact(g, px)
+        exact = max((abs(a - b) for a, b in zip(fo, go)), default=Fraction(0))
+        summary["max_diff_exact_at_worst_point"] = fraction_str(exact)
+        if exact > eps:
+            ob.status = "refuted"
+            ob.detail = (f"COUNTEREXAMPLE: at x = {[float(v) for v in r.point]} the outputs differ by "
+                         f"{float(exact):.6g} > eps = {float(eps):.6g} (exact arithmetic)")
+            summary["counterexample"] = [float(v) for v in r.point]
+    elif eps is None:
+        ob.status = "open"
+        ob.detail = "no eps to compare with"
+    ob.detail = ob.detail or f"largest difference seen {r.max_diff:.3e} (float64) over {r.evaluated} points"
+    into[name] = summary
+    return ob

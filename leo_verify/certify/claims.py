@@ -1,0 +1,426 @@
+"""Re-prove every stability claim in exact rational arithmetic, layer by layer.
+
+For each ReLU layer, in graph order:
+
+1. exact interval bounds of its pre-activations, under the bounds and phases
+   already proven for earlier layers (:func:`~.intervals.node_bounds`);
+2. a claim ``z <= 0`` (inactive) or ``z >= 0`` (active) that the interval
+   does not settle gets an exact LP-dual certificate (:mod:`.lp`) on the
+   triangle relaxation; the other units' bounds are tightened the same way
+   (both sides), becoming *lemmas* for the later layers;
+3. a claim the relaxation over the whole box cannot prove is split: the
+   input box (at most :data:`INPUT_SPLIT_MAX` inputs) or an unstable earlier
+   unit (``z >= 0`` / ``z <= 0``), each piece proven by interval, LP dual or
+   infeasibility -- a tree of proofs whose leaves cover the domain.
+
+Nothing is taken from the float analysis except *which* claims to prove.  A
+claim that runs out of time or nodes stays ``open`` and its unit is treated
+as unstable by every later proof.  The proof data (lemmas, multipliers,
+trees) is JSON; :func:`recheck_claims` re-verifies it from the network alone.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ..domain import Box
+from ..graph import Graph
+from .exact import Q, fraction_str, round_out
+from .intervals import empty, node_bounds
+from .bab import ReluBranchAndBound
+from .lp import bound_from_multipliers, build_lp, lp_bound
+
+__all__ = ["ClaimProof", "ClaimsResult", "prove_claims", "recheck_claims", "INPUT_SPLIT_MAX"]
+
+#: split the input box (rather than ReLU phases) when there are at most this many inputs
+INPUT_SPLIT_MAX = 16
+#: deepest input split (a side halved this often is far below any useful width)
+_MAX_DEPTH = 60
+_BITS = 40
+
+
+@dataclass
+class ClaimProof:
+    """The proof (or not) of one stability claim."""
+
+    neuron: str
+    claim: str  # "active" | "inactive"
+    status: str = "open"  # "proven" | "open"
+    method: str = ""  # "interval" | "lp-dual" | "split"
+    bound: str | None = None  # the proven bound on z (upper for inactive, lower for active)
+    time: float = 0.0
+    nodes: int = 0
+    proof: dict | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"neuron": self.neuron, "claim": self.claim, "status": self.status,
+                "method": self.method, "bound": self.bound, "nodes": self.nodes,
+                "reason": self.reason, "proof": self.proof}
+
+
+@dataclass
+class ClaimsResult:
+    proofs: dict  # neuron id -> ClaimProof
+    lemmas: list = field(default_factory=list)  # JSON lemma records, in order
+    bounds: dict = field(default_factory=dict)  # node -> (lo Q, hi Q): final proven bounds
+    lemma_bounds: dict = field(default_factory=dict)  # pre-activation node -> (lo Q, hi Q) lemmas
+    phase: dict = field(default_factory=dict)  # neuron id -> proven phase
+
+    @property
+    def proven(self) -> dict:
+        return {n: p.claim for n, p in self.proofs.items() if p.status == "proven"}
+
+
+def _layers(graph: Graph):
+    for relu, op in graph.relus():
+        yield relu, op, graph.args(relu)[0]
+
+
+def _holds(claim: str, lo: Fraction, hi: Fraction) -> bool:
+    return hi <= 0 if claim == "inactive" else lo >= 0
+
+
+def _sensitivity(graph: Graph, pre: str, row: int, phase: Mapping) -> np.ndarray:
+    """|d z / d x| upper estimate ignoring ReLU states (a branching heuristic only)."""
+    sens = {pre: np.eye(graph.size_of(pre))[row]}
+    for name in reversed(graph.nodes()):
+        s = sens.pop(name, None)
+        if s is None:
+            continue
+        op = graph.op(name)
+        if op.kind == "input":
+            return s
+        args = graph.args(name)
+        if op.kind == "affine":
+            contrib = [(args[0], np.abs(op.weight).T @ s)]
+        elif op.kind == "relu":
+            mask = np.array([0.0 if phase.get(n) == "inactive" else 1.0 for n in op.neurons])
+            contrib = [(args[0], s * mask)]
+        else:
+            contrib = [(a, s) for a in args]
+        for a, c in contrib:
+            sens[a] = sens[a] + c if a in sens else c
+    return np.ones(graph.input_size)
+
+
+class _Search:
+    """Branch and bound for one claim; every leaf is an exact proof."""
+
+    def __init__(self, graph, lemmas, phase, pre, row, claim, *, deadline, max_nodes):
+        self.graph, self.lemmas, self.phase = graph, lemmas, phase
+        self.pre, self.row, self.claim = pre, row, claim
+        self.deadline, self.max_nodes = deadline, max_nodes
+        self.nodes = 0
+        self.split_inputs = graph.input_size <= INPUT_SPLIT_MAX
+        self.sens = _sensitivity(graph, pre, row, phase) if self.split_inputs else None
+        self.reason = ""
+
+    def leaf(self, box, fix) -> tuple[dict | None, object]:
+        """Try to close one node; returns (proof or None, last LP dual info)."""
+        ph = {**self.phase, **fix}
+        b = node_bounds(self.graph, box, lemmas=self.lemmas, phase=ph, upto=self.pre)
+        if empty(b):
+            return {"proof": "empty"}, None
+        lo, hi = b[self.pre]
+        if _holds(self.claim, lo.fraction(self.row), hi.fraction(self.row)):
+            return {"proof": "interval"}, None
+        lp = build_lp(self.graph, box, b, upto=self.pre, phase=ph)
+        z = lp.node_vars[self.pre][self.row]
+        sense = "max" if self.claim == "inactive" else "min"
+        db = lp_bound(lp, {z: 1}, sense=sense,
+                      time_limit=max(0.1, min(10.0, self.deadline - time.monotonic())))
+        if db.kind == "infeasible":
+            return {"proof": "infeasible", "multipliers": db.multipliers}, None
+        if db.bound is not None and _holds(self.claim, db.bound, db.bound):
+            return {"proof": "lp-dual", "multipliers": db.multipliers,
+                    "bound": fraction_str(db.bound)}, None
+        return None, (lp, db, b)
+
+    def prove(self, box, fix, info=None, depth: int = 0) -> dict | None:
+        self.nodes += 1
+        if depth > _MAX_DEPTH:
+            self.reason = f"depth limit {_MAX_DEPTH}"
+            return None
+        if self.nodes > self.max_nodes:
+            self.reason = f"node limit {self.max_nodes}"
+            return None
+        if time.monotonic() > self.deadline:
+            self.reason = "time limit"
+            return None
+        if info is None:
+            done, info = self.leaf(box, fix)
+            if done is not None:
+                return done
+        lp, db, b = info
+        split = self._choose(box, fix, lp, db, b)
+        if split is None:
+            self.reason = "nothing left to split"
+            return None
+        kids = []
+        for child_box, child_fix in _children(split, box, fix):
+            sub = self.prove(child_box, child_fix, depth=depth + 1)
+            if sub is None:
+                return None
+            kids.append(sub)
+        return {"split": split, "children": kids}
+
+    def _choose(self, box, fix, lp, db, b) -> dict | None:
+        if self.split_inputs:
+            widths = np.array([float(h - l) for l, h in zip(*box)])
+            score = self.sens * widths
+            d = int(np.argmax(score))
+            if score[d] <= 0:
+                return None
+            mid = (box[0][d] + box[1][d]) / 2
+            return {"kind": "input", "dim": d, "at": fraction_str(mid)}
+        # the unit whose relaxation the LP optimum exploits most: y* - max(z*, 0),
+        # then the largest triangle (ties, or no solution)
+        best, best_score = None, (0.0, 0.0)
+        x = db.x if db is not None else None
+        for row, (nid, gap, y, z) in lp.tri_rows.items():
+            if nid in fix:
+                continue
+            slack = float(x[y] - max(x[z], 0.0)) if x is not None else 0.0
+            score = (round(slack, 12), gap)
+            if score > best_score:
+                best, best_score = nid, score
+        return None if best is None else {"kind": "relu", "neuron": best}
+
+
+def _children(split: dict, box, fix):
+    if split["kind"] == "input":
+        d, at = split["dim"], Fraction(split["at"])
+        lo, hi = list(box[0]), list(box[1])
+        left_hi = hi.copy()
+        left_hi[d] = at
+        right_lo = lo.copy()
+        right_lo[d] = at
+        return [((lo, left_hi), fix), ((right_lo, hi), fix)]
+    nid = split["neuron"]
+    return [(box, {**fix, nid: "active"}), (box, {**fix, nid: "inactive"})]
+
+
+def _tighten(lp, zs, i, lo_i, hi_i, want_lo, want_hi):
+    """LP-dual bounds of unit ``i`` (both sides as asked); returns (lo, hi, lemma proofs)."""
+    proofs = {}
+    if want_hi:
+        db = lp_bound(lp, {zs[i]: 1}, sense="max")
+        if db.bound is not None and db.bound < hi_i:
+            hi_i = round_out(db.bound, up=True, bits=_BITS)
+            proofs["upper"] = (hi_i, db.multipliers)
+    if want_lo:
+        db = lp_bound(lp, {zs[i]: 1}, sense="min")
+        if db.bound is not None and db.bound > lo_i:
+            lo_i = round_out(db.bound, up=False, bits=_BITS)
+            proofs["lower"] = (lo_i, db.multipliers)
+    return lo_i, hi_i, proofs
+
+
+def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 30.0,
+                 max_nodes: int = 2000, tighten: bool = True,
+                 progress: Callable | None = None, deadline: float | None = None) -> ClaimsResult:
+    """Prove each claim (neuron id -> ``"active"``/``"inactive"``) over ``box`` exactly.
+
+    Parameters
+    ----------
+    time_limit : seconds per claim that needs branching.
+    max_nodes : branch-and-bound nodes per claim.
+    tighten : tighten the bounds of undecided units with LP duals (lemmas for
+        later layers; costs two LPs per unit).
+    progress : called with the number of claims finished after each layer.
+    deadline : a ``time.monotonic()`` value; claims not reached by then stay open.
+    """
+    box_q = box.exact_bounds()
+    lemmas: dict = {}
+    phase: dict = {}
+    out = ClaimsResult({})
+    last_layer = graph.relus()[-1][0] if graph.relus() else None
+    for relu, op, pre in _layers(graph):
+        b = node_bounds(graph, box_q, lemmas=lemmas, phase=phase, upto=pre)
+        lo, hi = b[pre]
+        lof, hif = list(lo.fractions()), list(hi.fractions())
+        lp = None
+        failed = []
+        for i, nid in enumerate(op.neurons):
+            claim = claims.get(nid)
+            t0 = time.monotonic()
+            if claim is not None and _holds(claim, lof[i], hif[i]):
+                out.proofs[nid] = ClaimProof(nid, claim, "proven", "interval",
+                                             fraction_str(hif[i] if claim == "inactive" else lof[i]))
+                continue
+            if claim is None and (not tighten or relu == last_layer or lof[i] >= 0 or hif[i] <= 0):
+                continue
+            if lp is None:
+                lp = build_lp(graph, box_q, b, upto=pre, phase=phase)
+            zs = lp.node_vars[pre]
+            want_hi = claim != "active"
+            want_lo = claim != "inactive"
+            lof[i], hif[i], lem = _tighten(lp, zs, i, lof[i], hif[i], want_lo, want_hi)
+            for side, (val, mult) in lem.items():
+                out.lemmas.append({"node": pre, "index": i, "side": side, "value": fraction_str(val),
+                                   "multipliers": mult})
+            if claim is None:
+                continue
+            if _holds(claim, lof[i], hif[i]):
+                out.proofs[nid] = ClaimProof(nid, claim, "proven", "lp-dual",
+                                             fraction_str(hif[i] if claim == "inactive" else lof[i]),
+                                             time=time.monotonic() - t0, nodes=1)
+            else:
+                failed.append((i, nid, claim))
+        lemmas[pre] = (Q.of(lof), Q.of(hif))
+        for i, nid, claim in failed:
+            t0 = time.monotonic()
+            if deadline is not None and t0 >= deadline:
+                out.proofs[nid] = ClaimProof(nid, claim, "open", reason="overall deadline")
+                continue
+            if deadline is not None:
+                time_limit = min(time_limit, deadline - t0)
+            # branch on the relaxed units of the layer's LP (one model, bound
+            # changes only); with few inputs, fall back to splitting the box
+            method = "bab"
+            search = ReluBranchAndBound(lp, {lp.node_vars[pre][i]: 1},
+                                        sense="max" if claim == "inactive" else "min",
+                                        deadline=t0 + time_limit, max_nodes=max_nodes)
+            tree = search.prove()
+            reason = f"bab: {search.reason}"
+            nodes = search.nodes
+            if tree is None and graph.input_size <= INPUT_SPLIT_MAX:
+                method = "split"
+                search = _Search(graph, lemmas, phase, pre, i, claim,
+                                 deadline=t0 + 2 * time_limit, max_nodes=max_nodes)
+                tree = search.prove(box_q, {})
+                reason += f"; split: {search.reason}"
+                nodes += search.nodes
+            proof = ClaimProof(nid, claim, "proven" if tree else "open", method if tree else "",
+                               "0" if tree else None, time=time.monotonic() - t0, nodes=nodes,
+                               proof=tree, reason="" if tree else reason)
+            out.proofs[nid] = proof
+        for nid, p in out.proofs.items():
+            if p.status == "proven" and nid in op.neurons:
+                phase[nid] = p.claim
+        if progress is not None:
+            progress(sum(1 for n in op.neurons if n in claims))
+    out.bounds = node_bounds(graph, box_q, lemmas=lemmas, phase=phase)
+    out.lemma_bounds = dict(lemmas)
+    out.phase = dict(phase)
+    for nid, claim in claims.items():
+        if nid not in out.proofs:
+            out.proofs[nid] = ClaimProof(nid, claim, "open", reason="neuron not in the network")
+    return out
+
+
+# -- re-checking -----------------------------------------------------------------------
+def _check_bab(lp, tree, fix, z, claim) -> bool:
+    """Re-check a ReLU branch-and-bound tree on the layer LP ``lp``."""
+    if "split" in tree:
+        split = tree["split"]
+        if split.get("kind") != "relu" or split.get("neuron") not in lp.units or \
+                split["neuron"] in fix or len(tree.get("children", ())) != 2:
+            return False
+        nid = split["neuron"]
+        return all(_check_bab(lp, t, {**fix, nid: p}, z, claim)
+                   for t, p in zip(tree["children"], ("active", "inactive")))
+    kind = tree.get("proof")
+    if kind == "infeasible":
+        return bound_from_multipliers(lp, {}, sense="feasibility", multipliers=tree["multipliers"],
+                                      fix=fix) > 0
+    if kind == "lp-dual":
+        sense = "max" if claim == "inactive" else "min"
+        bound = bound_from_multipliers(lp, {z: 1}, sense=sense, multipliers=tree["multipliers"], fix=fix)
+        return _holds(claim, bound, bound)
+    return False
+
+
+def _check_tree(graph, tree, box, fix, lemmas, phase, pre, row, claim) -> bool:
+    if "split" in tree:
+        split = tree["split"]
+        kids = _children(split, box, fix)
+        if split["kind"] == "input":
+            d, at = split["dim"], Fraction(split["at"])
+            if not (0 <= d < len(box[0]) and box[0][d] <= at <= box[1][d]):
+                return False
+        if len(kids) != len(tree["children"]):
+            return False
+        return all(_check_tree(graph, t, cb, cf, lemmas, phase, pre, row, claim)
+                   for t, (cb, cf) in zip(tree["children"], kids))
+    ph = {**phase, **fix}
+    b = node_bounds(graph, box, lemmas=lemmas, phase=ph, upto=pre)
+    kind = tree.get("proof")
+    if kind == "empty":
+        return empty(b)
+    lo, hi = b[pre]
+    if kind == "interval":
+        return _holds(claim, lo.fraction(row), hi.fraction(row))
+    lp = build_lp(graph, box, b, upto=pre, phase=ph)
+    if kind == "infeasible":
+        return bound_from_multipliers(lp, {}, sense="feasibility", multipliers=tree["multipliers"]) > 0
+    if kind == "lp-dual":
+        z = lp.node_vars[pre][row]
+        sense = "max" if claim == "inactive" else "min"
+        bound = bound_from_multipliers(lp, {z: 1}, sense=sense, multipliers=tree["multipliers"])
+        return _holds(claim, bound, bound)
+    return False
+
+
+def recheck_claims(graph: Graph, box: Box, claims_json: list, lemmas_json: list) -> dict:
+    """Re-verify stored claim proofs and lemmas from the network alone.
+
+    Returns neuron id -> ``True`` (its proof checks) / ``False``, and for each
+    stored lemma ``"lemma:<node>[<i>]:<side>"`` -> ``True``/``False``.  A lemma
+    that fails is dropped (later proofs that needed it then fail too).
+    """
+    box_q = box.exact_bounds()
+    by_node: dict = {}
+    for lem in lemmas_json:
+        by_node.setdefault(lem["node"], []).append(lem)
+    claims = {c["neuron"]: c for c in claims_json}
+    lemmas: dict = {}
+    phase: dict = {}
+    verdict: dict = {}
+    for relu, op, pre in _layers(graph):
+        b = node_bounds(graph, box_q, lemmas=lemmas, phase=phase, upto=pre)
+        lo, hi = b[pre]
+        lof, hif = list(lo.fractions()), list(hi.fractions())
+        lp = None
+        if by_node.get(pre) or any(claims.get(n, {}).get("method") == "bab" for n in op.neurons):
+            lp = build_lp(graph, box_q, b, upto=pre, phase=phase)
+        for lem in by_node.get(pre, []):
+            i, val = int(lem["index"]), Fraction(lem["value"])
+            z = lp.node_vars[pre][i]
+            if lem["side"] == "upper":
+                bound = bound_from_multipliers(lp, {z: 1}, sense="max", multipliers=lem["multipliers"])
+                ok = bound <= val
+                if ok:
+                    hif[i] = min(hif[i], val)
+            else:
+                bound = bound_from_multipliers(lp, {z: 1}, sense="min", multipliers=lem["multipliers"])
+                ok = bound >= val
+                if ok:
+                    lof[i] = max(lof[i], val)
+            verdict[f"lemma:{pre}[{i}]:{lem['side']}"] = ok
+        lemmas[pre] = (Q.of(lof), Q.of(hif))
+        layer_ok = {}
+        for i, nid in enumerate(op.neurons):
+            c = claims.get(nid)
+            if c is None or c.get("status") != "proven":
+                continue
+            claim = c["claim"]
+            if c["method"] in ("interval", "lp-dual"):
+                ok = _holds(claim, lof[i], hif[i])
+            elif c["method"] == "split" and c.get("proof"):
+                ok = _check_tree(graph, c["proof"], box_q, {}, lemmas, phase, pre, i, claim)
+            elif c["method"] == "bab" and c.get("proof"):
+                ok = _check_bab(lp, c["proof"], {}, lp.node_vars[pre][i], claim)
+            else:
+                ok = False
+            layer_ok[nid] = ok
+        verdict.update(layer_ok)
+        for nid, ok in layer_ok.items():
+            if ok:
+                phase[nid] = claims[nid]["claim"]
+    return verdict

@@ -1,0 +1,320 @@
+"""The rewrite identity: the compressed network equals the original on the domain.
+
+Both networks are run *symbolically* over exact affine forms in the inputs
+``x`` and one variable ``Y_u`` per ReLU unit ``u`` of the original that is not
+proven stable.  One table ``op kind -> symbolic rule`` (:data:`FORM_OPS`).
+
+Original ``f``: a proven-active unit passes its pre-activation form, a
+proven-inactive one gives 0, any other unit gives its own variable ``Y_u``.
+
+Compressed ``g``: each ReLU unit's pre-activation form ``E`` must be *exactly*
+the pre-activation form of some unit ``u`` of ``f`` (looked up by value, so
+the check does not depend on names or on how the rewrite went); the unit then
+outputs what ``u`` outputs in ``f`` (``E``, 0 or ``Y_u``).  Finally the output
+forms must be equal.
+
+Why this proves ``g(x) = f(x)`` for every ``x`` in the domain: by induction
+over ``g``'s units, each pre-activation of ``g`` equals, at every such ``x``,
+the pre-activation of its matched ``u`` in ``f`` (same form, same values of
+``x`` and of the ``Y`` -- which are ``f``'s own post-activations).  So the
+ReLU gives the same value, and where ``u`` is proven active/inactive on the
+domain that value is ``E`` or 0.  Equal output forms then give equal outputs.
+A unit of ``g`` with no matching form, or unequal outputs, leaves the
+obligation open (with the first differing coefficient).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import UnsupportedOp
+from ..graph import Graph
+from .exact import Q
+
+__all__ = ["FORM_OPS", "forms", "check_identity", "IdentityResult"]
+
+
+def _row_key(m: Q, i: int) -> tuple:
+    """A hashable exact key of row ``i`` (reduced: equal rationals give equal keys)."""
+    return tuple(Fraction(int(n), m.den) for n in m.num[i])
+
+
+class _Forms:
+    """Symbolic evaluation state: columns ``[x..., Y..., 1]``."""
+
+    def __init__(self, n_in: int, relaxed: list):
+        self.n_in = n_in
+        self.col = {nid: n_in + k for k, nid in enumerate(relaxed)}
+        self.width = n_in + len(relaxed) + 1
+
+    def unit(self, c: int) -> np.ndarray:
+        row = np.zeros(self.width, dtype=object)
+        row[c] = 1
+        return row
+
+
+def _f_input(st, op, name, args, ctx):
+    num = np.zeros((op.size, st.width), dtype=object)
+    for i in range(op.size):
+        num[i, i] = 1
+    return Q(num, 1)
+
+
+def _f_affine(st, op, name, args, ctx):
+    w, b = op.rational()
+    wq, bq = Q.of(w), Q.of(b)
+    src = args[0]
+    if ctx.get("identity_input") is src:  # layer 1: W [I | 0 | 0] needs no product
+        num = np.zeros((op.size, st.width), dtype=object)
+        num[:, :st.n_in] = wq.num
+        out = Q(num, wq.den)
+    else:
+        out = wq @ src
+    const = np.zeros((op.size, st.width), dtype=object)
+    const[:, -1] = bq.num
+    return (out + Q(const, bq.den)).reduce()
+
+
+def _f_add(st, op, name, args, ctx):
+    out = args[0]
+    for a in args[1:]:
+        out = out + a
+    return out.reduce()
+
+
+def _f_output(st, op, name, args, ctx):
+    return args[0]
+
+
+def _f_relu(st, op, name, args, ctx):
+    return ctx["relu"](st, op, name, args[0])
+
+
+#: op kind -> symbolic rule ``(state, op, name, [forms of args], ctx) -> Q (size x width)``
+FORM_OPS = {"input": _f_input, "affine": _f_affine, "add": _f_add, "output": _f_output,
+            "relu": _f_relu}
+
+
+def _run(graph: Graph, st: _Forms, relu_rule) -> dict:
+    ctx = {"relu": relu_rule}
+    vals: dict = {}
+    for name in graph.nodes():
+        op = graph.op(name)
+        fn = FORM_OPS.get(op.kind)
+        if fn is None:
+            raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no symbolic (affine form) rule")
+        vals[name] = fn(st, op, name, [vals[a] for a in graph.args(name)], ctx)
+        if op.kind == "input":
+            ctx["identity_input"] = vals[name]
+    return vals
+
+
+def forms(graph: Graph, phase: Mapping[str, str]) -> tuple[_Forms, dict, dict]:
+    """Affine forms of ``graph`` (the original) given proven phases.
+
+    Returns ``(state, node -> form, unit key -> (neuron id, post-activation row))``.
+    """
+    relaxed = [n for n in graph.neurons() if phase.get(n) not in ("active", "inactive")]
+    st = _Forms(graph.input_size, relaxed)
+    table: dict = {}
+
+    def relu(st, op, name, pre: Q) -> Q:
+        out = np.zeros((op.size, st.width), dtype=object)
+        for i, nid in enumerate(op.neurons):
+            p = phase.get(nid)
+            if p == "active":
+                out[i] = pre.num[i]
+                post = (pre.num[i], pre.den)
+            elif p == "inactive":
+                post = (out[i], pre.den)
+            else:
+                out[i] = st.unit(st.col[nid]) * pre.den
+                post = (out[i], pre.den)
+            table.setdefault(_row_key(pre, i), (nid, post))
+        return Q(out, pre.den)
+
+    return st, _run(graph, st, relu), table
+
+
+@dataclass
+class IdentityResult:
+    """Per ReLU layer of the compressed network and for the output: proven or not."""
+
+    layers: dict = field(default_factory=dict)  # layer -> {"status", "units", "matched", "detail"}
+    output: dict = field(default_factory=dict)
+    proven: bool = False
+
+    def to_json(self) -> dict:
+        return {"layers": self.layers, "output": self.output, "proven": self.proven}
+
+
+def check_identity(original: Graph, compressed: Graph, phase: Mapping[str, str]) -> IdentityResult:
+    """Check ``compressed == original`` on the domain where ``phase`` was proven.
+
+    ``phase``: neuron id of ``original`` -> ``"active"``/``"inactive"`` --
+    only *proven* facts may be passed.  Input and output sizes must agree.
+    """
+    res = IdentityResult()
+    if original.input_size != compressed.input_size or original.output_size != compressed.output_size:
+        res.output = {"status": "open", "detail": f"sizes differ: {original.input_size}->"
+                      f"{original.output_size} vs {compressed.input_size}->{compressed.output_size}"}
+        return res
+    st, fvals, table = forms(original, phase)
+    all_ok = True
+
+    def relu(st_, op, name, pre: Q) -> Q:
+        nonlocal all_ok
+        out = np.zeros((op.size, st_.width), dtype=object)
+        den = 1
+        rows = []
+        matched, missing = 0, []
+        for i, nid in enumerate(op.neurons):
+            hit = table.get(_row_key(pre, i))
+            if hit is None:
+                missing.append(nid)
+                rows.append((np.zeros(st_.width, dtype=object), 1))
+                continue
+            matched += 1
+            rows.append(hit[1])
+        for num, d in rows:
+            den = den * d // math.gcd(den, d)
+        for i, (num, d) in enumerate(rows):
+            out[i] = num * (den // d)
+        ok = not missing
+        all_ok = all_ok and ok
+        res.layers[name] = {"status": "proven" if ok else "open", "units": op.size, "matched": matched,
+                            "detail": "" if ok else f"no unit of the original has the pre-activation "
+                                                    f"of {missing[0]!r} ({len(missing)} such units)"}
+        return Q(out, den)
+
+    gvals = _run(compressed, st, relu)
+    fo, go = fvals[original.output_name], gvals[compressed.output_name]
+    if fo == go:
+        res.output = {"status": "proven", "detail": ""}
+    else:
+        a, b, den = fo._align(go)
+        i, j = map(int, np.argwhere(a != b)[0])
+        what = f"x[{j}]" if j < st.n_in else ("constant" if j == st.width - 1 else
+                                               f"Y[{[k for k, c in st.col.items() if c == j][0]}]")
+        res.output = {"status": "open",
+                      "detail": f"output {i}: coefficient of {what} is {Fraction(int(a[i, j]), den)} in the "
+                                f"original, {Fraction(int(b[i, j]), den)} in the compressed network"}
+    res.proven = all_ok and res.output["status"] == "proven"
+    return res
+
+
+# -- the same check with a tolerance: networks whose weights were rounded ---------------
+def _maxabs_columns(st: _Forms, box, bounds: Mapping, original: Graph) -> Q:
+    """Per column, a bound on |value|: inputs from the box, ``Y_u`` in ``[0, hi_u]``, 1."""
+    lo, hi = box.exact_bounds()
+    vals = [max(abs(a), abs(b)) for a, b in zip(lo, hi)]
+    his = {}
+    for relu, op in original.relus():
+        pre = original.args(relu)[0]
+        if pre in bounds:
+            h = bounds[pre][1].fractions()
+            for i, nid in enumerate(op.neurons):
+                his[nid] = max(h[i], Fraction(0))
+    for nid, c in sorted(st.col.items(), key=lambda t: t[1]):
+        if nid not in his:
+            raise ValueError(f"no proven upper bound for unit {nid!r}")
+        vals.append(his[nid])
+    vals.append(Fraction(1))
+    return Q.of(vals)
+
+
+def _absq(q: Q) -> Q:
+    return Q(np.where(q.num < 0, -q.num, q.num), q.den)
+
+
+def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bounds: Mapping,
+                     box) -> tuple[Fraction | None, str]:
+    """A proven bound on ``max_x |other(x) - original(x)|`` over ``box``, or ``(None, why)``.
+
+    Like :func:`check_identity`, but each ReLU unit of ``other`` is matched to
+    the unit of ``original`` with the *nearest* pre-activation form, and the
+    mismatch is carried as an error bound: with ``M`` the column bounds
+    (inputs from the box, ``Y_u`` in ``[0, hi_u]`` from the proven ``bounds``),
+    a unit whose form differs by ``D`` from its match's, plus an incoming error
+    ``e``, outputs ``Y_u + err`` with ``|err| <= |D|.M + e`` (ReLU is
+    1-Lipschitz).  Affine maps carry ``|W| e``.  Exact rationals throughout;
+    rounding of the float weights in either network is what this absorbs.
+    """
+    if original.input_size != other.input_size or original.output_size != other.output_size:
+        return None, "input or output sizes differ"
+    st, fvals, table = forms(original, phase)
+    try:
+        m = _maxabs_columns(st, box, bounds, original)
+    except ValueError as e:
+        return None, str(e)
+    # float copies of the original's unit forms for the nearest-form search
+    keys = list(table)
+    ref = np.array([[float(v) for v in k] for k in keys]) if keys else np.zeros((0, st.width))
+    from .lp import _floats
+    mf = _floats(m)
+    err: dict = {}
+    failure = []
+
+    def relu(st_, op, name, pre: Q) -> Q:
+        e_in = err.get(name + "#pre")
+        out = np.zeros((op.size, st_.width), dtype=object)
+        rows, errs = [], []
+        pref = np.array([_floats(pre[i]) for i in range(op.size)]) if op.size else np.zeros((0, st_.width))
+        for i in range(op.size):
+            if not len(ref):
+                failure.append(f"{name}: the original has no ReLU unit")
+                return Q(out, 1)
+            j = int(np.argmin(np.abs(ref - pref[i]) @ mf))
+            nid, post = table[keys[j]]
+            diff = Q.of(list(keys[j])) - pre[i]
+            d = (_absq(diff) * m).sum()
+            e = Fraction(int(d.num), d.den) + (e_in.fraction(i) if e_in is not None else 0)
+            rows.append(post)
+            errs.append(e)
+        den = 1
+        for _, dd in rows:
+            den = den * dd // math.gcd(den, dd)
+        for i, (num, dd) in enumerate(rows):
+            out[i] = num * (den // dd)
+        err[name] = Q.of(errs)
+        return Q(out, den)
+
+    # errors through non-ReLU nodes: run a parallel pass over `other`
+    ctx = {"relu": relu}
+    vals: dict = {}
+    for name in other.nodes():
+        op = other.op(name)
+        fn = FORM_OPS.get(op.kind)
+        if fn is None:
+            raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no symbolic rule")
+        args = other.args(name)
+        if op.kind == "relu":
+            err[name + "#pre"] = err.get(args[0])
+        vals[name] = fn(st, op, name, [vals[a] for a in args], ctx)
+        if op.kind == "input":
+            ctx["identity_input"] = vals[name]
+        elif op.kind == "affine":
+            e = err.get(args[0])
+            if e is not None:
+                wq = Q.of(op.rational()[0])
+                err[name] = (_absq(wq) @ e).reduce()
+        elif op.kind == "add":
+            es = [err[a] for a in args if a in err]
+            if es:
+                acc = es[0]
+                for x in es[1:]:
+                    acc = acc + x
+                err[name] = acc
+        elif op.kind == "output" and args[0] in err:
+            err[name] = err[args[0]]
+        if failure:
+            return None, failure[0]
+    fo, go = fvals[original.output_name], vals[other.output_name]
+    d = (_absq(fo - go) @ m)
+    if other.output_name in err:
+        d = d + err[other.output_name]
+    return max(d.fractions()), ""

@@ -1,0 +1,106 @@
+"""``leo-verify check A B``: are two networks equivalent over a domain?
+
+Exit codes: 0 proven equivalent, 1 counterexample found (replayed exactly),
+2 unknown within the time limit, >= 3 input errors (see
+:data:`leo_verify.errors.EXIT_CODES`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from .cli import Command, check_output_path, load_model, register, write_output
+from .errors import UsageError
+from .util import sha256_file
+
+__all__ = ["EXIT_EQUIVALENT", "EXIT_COUNTEREXAMPLE", "EXIT_UNKNOWN", "summary"]
+
+EXIT_EQUIVALENT = 0
+EXIT_COUNTEREXAMPLE = 1
+EXIT_UNKNOWN = 2
+
+_EXIT = {"equivalent": EXIT_EQUIVALENT, "counterexample": EXIT_COUNTEREXAMPLE,
+         "unknown": EXIT_UNKNOWN}
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_a", metavar="A", help="first network (.onnx, .nnet, .pt/.pth)")
+    p.add_argument("model_b", metavar="B", help="second network")
+    p.add_argument("--domain", "-d", required=True,
+                   help="box:LO,HI | FILE.json {lower,upper} | FILE.vnnlib (input constraints)")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--epsilon", type=float, default=None, metavar="E",
+                   help="prove |A_i(x) - B_i(x)| <= E for every output (default 1e-6)")
+    q.add_argument("--exact", action="store_true",
+                   help="prove A(x) == B(x) exactly over the reals")
+    q.add_argument("--top1", action="store_true",
+                   help="prove argmax A(x) == argmax B(x) (first index on ties)")
+    p.add_argument("--time-limit", type=float, default=60.0, metavar="S",
+                   help="overall seconds (default 60); out of time -> unknown (exit 2)")
+    p.add_argument("--solver", choices=("scip", "highs"), default="scip")
+    p.add_argument("--seed", type=int, default=0, help="seed of the falsification campaign")
+    p.add_argument("-o", "--output", default=None, metavar="RESULT.json",
+                   help="write the full result (with the counterexample) as JSON")
+
+
+def summary(result) -> str:
+    """A few human lines: verdict, method, max difference seen, time."""
+    mode = {"epsilon": f"epsilon = {result.epsilon:g}", "exact": "exact",
+            "top1": "top-1 (argmax)"}[result.mode]
+    lines = [f"verdict: {result.verdict.upper()} ({mode})"]
+    if result.verdict != "unknown":
+        lines.append(f"method: {result.method}" + (f", proof: {result.proof}" if result.proof else ""))
+    what = "max disagreement margin seen" if result.mode == "top1" else "max |A - B| seen"
+    lines.append(f"{what}: {result.max_diff_seen:.6g}"
+                 + (f"; proven bound: {result.best_bound:.6g}" if result.best_bound is not None
+                    and result.mode != "top1" else ""))
+    cex = result.counterexample
+    if cex is not None:
+        pt = ", ".join(f"{v:.9g}" for v in cex["point"][:8]) + (", ..." if len(cex["point"]) > 8 else "")
+        lines.append(f"counterexample: x = [{pt}]")
+        if result.mode == "top1":
+            lines.append(f"  argmax A = {cex['argmax_f']}, argmax B = {cex['argmax_g']}")
+        else:
+            i = cex["output"]
+            lines.append(f"  output {i}: A = {cex['f_exact_float'][i]:.9g}, "
+                         f"B = {cex['g_exact_float'][i]:.9g}, |A - B| = {cex['difference']:.6g} "
+                         f"(exact)")
+    lines.append(f"reason: {result.reason}")
+    lines.append(f"time: {result.time:.2f} s")
+    return "\n".join(lines)
+
+
+def _run(args) -> int:
+    from .certify.equivalence import check_equivalence
+    from .certify.fuzz import check_sizes
+    from .domain import parse_domain
+    if args.time_limit is None or not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    if args.epsilon is not None and not (math.isfinite(args.epsilon) and args.epsilon >= 0):
+        raise UsageError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
+    mode = "exact" if args.exact else "top1" if args.top1 else "epsilon"
+    epsilon = 1e-6 if args.epsilon is None else args.epsilon
+    if args.output is not None:
+        check_output_path(args.output, [args.model_a, args.model_b, args.domain])
+    f = load_model(args.model_a)
+    g = load_model(args.model_b)
+    check_sizes(f, g)
+    box = parse_domain(args.domain, n=f.input_size)
+    result = check_equivalence(f, g, box, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
+                               solver=args.solver, seed=args.seed)
+    if args.output is not None:
+        doc = {"schema": "leo_verify.check/1",
+               "inputs": {"a": {"file": args.model_a, "sha256": sha256_file(args.model_a)},
+                          "b": {"file": args.model_b, "sha256": sha256_file(args.model_b)},
+                          "domain": box.to_json()},
+               **result.to_json()}
+        write_output(args.output, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+    print(summary(result))
+    if args.output is not None:
+        print(f"result written to {args.output}")
+    return _EXIT[result.verdict]
+
+
+register(Command("check", "check two networks for equivalence over a domain "
+                          "(exit 0 equivalent, 1 counterexample, 2 unknown)", _args, _run))
