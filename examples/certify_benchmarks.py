@@ -40,6 +40,9 @@ def run_one(model: str, domain: str, out: str, *, query_time_limit: float, certi
         code = main(["compress", model, "--domain", domain, "-o", out, "--query-time-limit", str(query_time_limit),
                      "--certify-time-limit", str(certify_time_limit)])
     t1 = time.monotonic()
+    if not os.path.exists(os.path.join(out, "report.json")):  # compress failed: say so, go on
+        return {"model": os.path.basename(model), "domain": os.path.basename(domain), "exit": code,
+                "verdict": f"error (exit {code})", "output": buf.getvalue()[-2000:]}
     with contextlib.redirect_stdout(io.StringIO()):
         recheck_code = main(["recheck", out])
     t2 = time.monotonic()
@@ -51,7 +54,9 @@ def run_one(model: str, domain: str, out: str, *, query_time_limit: float, certi
             "verdict": cert["verdict"], "obligations": cert["obligations"],
             "open": [o["id"] for o in cert["open"]],
             "eps": {k: v["float"] for k, v in cert.get("epsilon", {}).items()},
-            "analysis_s": rep["timings"]["analysis"], "certify_s": rep["timings"].get("certification"),
+            "analysis_s": rep["timings"]["analysis"],
+            "certify_s": (rep["timings"].get("certification") or 0) + (rep["timings"].get("exact_claims") or 0),
+            "claims_not_proven": len(rep.get("claims", {}).get("not_proven", {})),
             "stability_s": cert["timings"].get("stability"), "compress_wall_s": round(t1 - t0, 1),
             "recheck_s": round(t2 - t1, 1)}
 
@@ -86,11 +91,16 @@ def main(argv=None) -> int:
                       certify_time_limit=args.certify_time_limit)
         with open(os.path.join(args.out, "results.jsonl"), "a") as fh:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
+        if "obligations" not in row:
+            print(f"{row['model'][:44]:44s} {row['domain'][:14]:14s} {row['verdict']}", flush=True)
+            bad += 1
+            continue
         ob = row["obligations"]
         eps = max(row["eps"].values()) if row["eps"] else float("nan")
         print(f"{row['model'][:44]:44s} {row['domain'][:14]:14s} {row['neurons'][0]:>4d}->{row['neurons'][1]:<4d} "
               f"{row['verdict']:14s} {ob['proven'] + ob.get('passed', 0):>5d}/{ob['total']:<5d} {eps:>9.2g} "
               f"{row['analysis_s']:>8.1f} {row['certify_s']:>8.1f} {row['recheck_s']:>8.1f}"
+              + (f"  claims not re-proved (neurons kept): {row['claims_not_proven']}" if row["claims_not_proven"] else "")
               + (f"  open: {', '.join(row['open'][:4])}" if row["open"] else ""), flush=True)
         bad += row["verdict"] != "certified" or row["recheck_exit"] != 0
     return 1 if bad else 0

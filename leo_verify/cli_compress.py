@@ -24,8 +24,12 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="weights of the emitted files (default: the input model's)")
     p.add_argument("--no-certify", action="store_true",
                    help="skip certification (the report then says 'not certified')")
-    p.add_argument("--certify-time-limit", type=float, default=30.0, metavar="S",
-                   help="branch-and-bound seconds per stability claim while certifying (default 30)")
+    p.add_argument("--certify-time-limit", type=float, default=10.0, metavar="S",
+                   help="seconds per stability claim for its exact proof (default 10); a claim not "
+                        "proven in time keeps its neuron")
+    p.add_argument("--certify-pieces-budget", type=float, default=120.0, metavar="S",
+                   help="seconds for proving, piece by piece of the input box, the claims the whole box "
+                        "did not prove (networks with <= 16 inputs; default 120)")
     p.add_argument("--no-smt2", action="store_true", help="do not write OUT/proofs/*.smt2")
 
 
@@ -42,6 +46,10 @@ def summary_table(report: dict) -> str:
                  + ("" if report["facts"]["complete"] else " (analysis INCOMPLETE)"))
     cert = report["certificate"]
     lines.append(f"rewrite: {report['arithmetic']} arithmetic")
+    cl = report.get("claims")
+    if cl and cl["not_proven"]:
+        lines.append(f"claims: {cl['proven_exactly']} of {cl['from_analysis']} re-proved exactly; the neurons of "
+                     f"the other {len(cl['not_proven'])} are kept")
     if "obligations" in cert:
         c = cert["obligations"]
         eps = ", ".join(f"{k}: eps <= {v['float']:.3g}" for k, v in cert.get("epsilon", {}).items())
@@ -75,7 +83,10 @@ def _run(args) -> int:
     graph.metadata["sha256"] = sha256_file(args.model)
     box = parse_domain(args.domain, n=graph.input_size)
     kw = analysis_kwargs(args, graph)
-    result = compress(graph, box, facts=args.facts, exact=not args.float, certify=False, **kw)
+    result = compress(graph, box, facts=args.facts, exact=not args.float, certify=False,
+                      proven_claims_only=not args.no_certify,
+                      certify_options={"time_limit": args.certify_time_limit,
+                                       "pieces_budget": args.certify_pieces_budget}, **kw)
     report = result.report
     report["outputs"] = {}
     emitted = {}
@@ -112,7 +123,7 @@ def _run(args) -> int:
     write_reports(out, report, None if args.no_certify else read_certificate(out, report))
     print(summary_table(report))
     print(f"written: {', '.join(sorted(os.path.basename(p) for k, p in paths.items() if k in formats or k == 'report'))}"
-          f"{', proofs/' if not args.no_certify else ''} in {out}")
+          f", {HTML_NAME}, {MD_NAME}{', proofs/' if not args.no_certify else ''} in {out}")
     return code
 
 

@@ -53,6 +53,7 @@ class Result:
     facts: Facts
     report: dict = field(default_factory=dict)
     certificate: object = None
+    claims_result: object = None  # exact proofs of the analysis' claims (when certifying)
 
     def to_onnx(self, path: str, *, dtype: str | None = None) -> str:
         from .io.onnx import save_onnx
@@ -67,17 +68,21 @@ class Result:
 
         ``emitted``: file name -> network read back from each written file; by
         default the ONNX model this result would write (built in memory).
-        ``options``: see :func:`leo_verify.certify.certificate.certify`.
+        ``options``: see :func:`leo_verify.certify.certificate.certify`.  When the
+        rewrite used only exactly re-proven claims (``compress(certify=True)``),
+        those proofs are reused.
         """
         from .certify.certificate import certify
+        if self.claims_result is not None:
+            options.setdefault("claims_result", self.claims_result)
         if emitted is None:
             from .io.onnx import graph_from_onnx_model, to_onnx_model
             emitted = {"compressed.onnx": graph_from_onnx_model(to_onnx_model(self.graph, dtype=dtype))}
         witnesses = [f.witness_pos for f in self.facts.neurons.values() if f.witness_pos] + \
             [f.witness_neg for f in self.facts.neurons.values() if f.witness_neg]
         options.setdefault("witnesses", witnesses[:2000] or None)
-        cert = certify(self.original, self.graph, box, self.facts.stable_map(), emitted=emitted,
-                       dtype=dtype, **options)
+        claims = self.claims_result.proven if self.claims_result is not None else self.facts.stable_map()
+        cert = certify(self.original, self.graph, box, claims, emitted=emitted, dtype=dtype, **options)
         self.certificate = cert
         self.report["certificate"] = cert.summary()
         self.report["obligations"] = [o.to_json() for o in cert.obligations]
@@ -109,7 +114,7 @@ def _check_facts(facts: Facts, graph: Graph, box: Box, where: str) -> None:
 
 def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = True,
              method: str = "fast", certify: bool = True, certify_options: dict | None = None,
-             **analysis_options) -> Result:
+             proven_claims_only: bool | None = None, **analysis_options) -> Result:
     """Analyse ``model`` over ``domain`` and rewrite it losslessly.
 
     Parameters
@@ -123,6 +128,12 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     method, analysis_options : passed to :func:`leo_verify.analysis.analyze`.
     certify : certify the result (:meth:`Result.certify`, emitted weights: the
         ONNX this result writes by default); ``certify_options`` are passed on.
+    proven_claims_only : (default: ``certify``) re-prove the analysis' stability
+        claims exactly *before* rewriting and rewrite with the proven ones only:
+        the float analysis proposes, exact arithmetic disposes.  A claim that
+        cannot be re-proved in its budget keeps its neuron (reported as such),
+        so the compression stays certifiable.  ``certify_options``
+        ``time_limit`` / ``max_nodes`` set the per-claim budget.
     """
     from .passes.runner import compress_graph
 
@@ -143,7 +154,18 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         _check_facts(facts, graph, box, where)
         facts_source = where
     t1 = time.monotonic()
-    new, log = compress_graph(graph, facts.stable_map(), exact=exact)
+    claims_result = None
+    stable = facts.stable_map()
+    if certify if proven_claims_only is None else proven_claims_only:
+        from .certify.pieces import prove_claims_with_pieces
+        copts = dict(certify_options or {})
+        claims_result = prove_claims_with_pieces(graph, box, stable, time_limit=copts.get("time_limit", 10.0),
+                                                 max_nodes=copts.get("max_nodes", 2000),
+                                                 pieces_budget=copts.get("pieces_budget", 120.0))
+        claims_result.time = time.monotonic() - t1
+        stable = claims_result.proven
+    t15 = time.monotonic()
+    new, log = compress_graph(graph, stable, exact=exact)
     t2 = time.monotonic()
     before, after = _size(graph), _size(new)
     report = {
@@ -166,9 +188,19 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
                     for nid, f in facts.neurons.items()},
         "certificate": {"verdict": "not certified", "detail": "certification not run"},
         "versions": solver_versions(),
-        "timings": {"analysis": round(t1 - t0, 3), "rewrite": round(t2 - t1, 3)},
+        "timings": {"analysis": round(t1 - t0, 3), "rewrite": round(t2 - t15, 3)},
     }
-    result = Result(graph, new, facts, report)
+    if claims_result is not None:
+        dropped = {n: p.reason for n, p in claims_result.proofs.items() if p.status != "proven"}
+        report["claims"] = {"from_analysis": len(facts.stable_map()), "proven_exactly": len(stable),
+                            "not_proven": dict(sorted(dropped.items())),
+                            "note": "only exactly re-proven claims were used by the rewrite; the "
+                                    "neurons of the others are kept"}
+        report["timings"]["exact_claims"] = round(t15 - t1, 3)
+        for nid, rec in report["neurons"].items():
+            if nid in dropped:
+                rec["claim_not_proven"] = dropped[nid]
+    result = Result(graph, new, facts, report, claims_result=claims_result)
     if certify:
         result.certify(box, **dict(certify_options or {}))
     return result

@@ -251,15 +251,22 @@ def test_mutation_changed_emitted_weight_is_not_certified():
     assert "rounding:compressed.onnx" in bad
 
 
-def test_mutation_flipped_claim_is_not_certified_and_fuzz_refutes():
+def _flipped_facts():
+    """The tiny net's facts with one unstable neuron falsely claimed stably inactive."""
     from leo_verify.analysis.facts import STABLY_INACTIVE
-    from leo_verify.compress import compress
     g, box = _tiny()
     facts = analyze(g, box, method="fast", query_time_limit=5)
     victim = next(n for n, f in facts.neurons.items() if f.status == "unstable")
     facts.neurons[victim].status = STABLY_INACTIVE
     facts.neurons[victim].evidence = "interval"
-    r = compress(g, box, facts=facts, certify_options={"fuzz_points": 2000})
+    return g, box, facts, victim
+
+
+def test_mutation_flipped_claim_is_not_certified_and_fuzz_refutes():
+    from leo_verify.compress import compress
+    g, box, facts, victim = _flipped_facts()
+    # a rewrite that trusts the (wrong) float facts, then certification
+    r = compress(g, box, facts=facts, proven_claims_only=False, certify_options={"fuzz_points": 2000})
     cert = r.certificate
     assert cert.verdict == "not certified"
     by_id = {o.id: o for o in cert.obligations}
@@ -267,6 +274,15 @@ def test_mutation_flipped_claim_is_not_certified_and_fuzz_refutes():
     assert by_id["rewrite:output"].status == "open"
     # the dropped unstable unit changes outputs: the campaign finds and replays it
     assert by_id["fuzz:compressed.onnx"].status == "refuted", by_id["fuzz:compressed.onnx"].detail
+
+
+def test_default_compress_uses_only_exactly_proven_claims():
+    from leo_verify.compress import compress
+    g, box, facts, victim = _flipped_facts()
+    r = compress(g, box, facts=facts, certify_options={"fuzz_points": 2000})
+    assert victim in r.graph.neurons()  # the unproven claim was not used: its neuron stays
+    assert victim in r.report["claims"]["not_proven"]
+    assert r.report["certificate"]["verdict"] == "certified"
 
 
 # -- CLI: compress writes proofs, recheck reproduces; tampering is caught -----------------
@@ -330,3 +346,36 @@ def test_smt2_files_are_unsat_under_z3(tmp_path):
         s = z3.Solver()
         s.from_file(str(out / "proofs" / ent["file"]))
         assert str(s.check()) == ent["expected"]
+
+
+# -- claims proven piece by piece -----------------------------------------------------
+def test_pieces_prove_what_the_whole_box_relaxation_cannot_and_recheck():
+    from leo_verify.certify.pieces import check_pieces, prove_by_pieces
+    import time as _time
+    # a = relu(x), b = relu(-x); z = a - b - x + 1/1024 = 1/1024 > 0 for every x (active),
+    # but the triangle relaxation over [-1, 1] allows z < 0 at x = 0
+    from leo_verify.graph import Add, Graph, Input, Output, Relu
+    net = Graph(name="abs-trick")
+    net.add("x", Input(1))
+    net.add("fc0", Affine(np.array([[1.0], [-1.0]]), np.zeros(2)), ["x"])
+    net.add("relu0", Relu(["relu0[0]", "relu0[1]"]), ["fc0"])
+    net.add("fc1", Affine(np.array([[1.0, -1.0]]), np.array([2.0 ** -10])), ["relu0"])
+    net.add("skip", Affine(np.array([[-1.0]]), np.zeros(1)), ["x"])
+    net.add("z", Add(1), ["fc1", "skip"])
+    net.add("relu1", Relu(["relu1[0]"]), ["z"])
+    net.add("fc2", Affine(np.array([[1.0]]), np.zeros(1)), ["relu1"])
+    net.add("y", Output(1), ["fc2"])
+    net.lint(where="test")
+    box = Box(np.array([-1.0]), np.array([1.0]))
+    claims = {"relu1[0]": "active"}
+    whole = prove_claims(net, box, claims, time_limit=0.0, max_nodes=1)
+    assert whole.proofs["relu1[0]"].status == "open"  # no branching allowed: the relaxation fails
+    tree, got = prove_by_pieces(net, box, claims, claims, deadline=_time.monotonic() + 30, time_limit=0.0,
+                                max_nodes=1)
+    assert got == {"relu1[0]"}
+    assert check_pieces(net, tree, box) == {"relu1[0]"}
+    assert "split" in tree and tree["proves"] == []
+    # tampering: a split point outside the piece, or a multiplier changed, proves nothing
+    bad = json.loads(json.dumps(tree))
+    bad["split"]["at"] = "5"
+    assert check_pieces(net, bad, box) == set()

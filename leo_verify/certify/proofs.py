@@ -7,7 +7,7 @@
                        obligation, the stability proofs (interval / LP multipliers
                        / branch-and-bound trees), the bound lemmas they use, the
                        exact rewritten weights, and the index of SMT-LIB files;
-``claim_*.smt2``       for every claim not settled by plain interval arithmetic,
+``claim_*.smt2``       for every claim whose proof needed case splits (branching),
                        the claim's negation over the network prefix in exact
                        rationals (QF_LRA; proven bounds of earlier layers asserted
                        as facts; ``If`` for the units a branch-and-bound split),
@@ -81,7 +81,9 @@ def _smt2_files(folder: str, original: Graph, box: Box, cert: Certificate, lemma
     files = {}
     box_q = box.exact_bounds()
     for nid, c in proven.items():
-        if c["method"] == "interval" or nid not in where:
+        # interval and LP-dual claims are linear certificates checked exactly by
+        # recheck; the claims that needed case splits get an SMT-LIB statement
+        if c["method"] in ("interval", "lp-dual") or nid not in where:
             continue
         relu, pre, row = where[nid]
         k = order.index(relu)
@@ -121,6 +123,7 @@ def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed
         "smt2": [{"file": f, "obligation": k, "expected": "unsat"} for k, f in sorted(files.items())],
         "claims": cert.data["claims"],
         "lemmas": cert.data["lemmas"],
+        "pieces": cert.data.get("pieces"),
         "exact_weights": exact_weights_json(compressed),
     }
     atomic_write_text(os.path.join(folder, "certificate.json"), json.dumps(doc, indent=1) + "\n")
@@ -164,6 +167,12 @@ def recheck(out_dir: str, *, model: str | None = None, smt: bool = False, smt_ti
         raise DataError(f"{cpath}: domain bounds are not floats")
     t = time.monotonic()
     verdicts = recheck_claims(original, box, doc["claims"], doc["lemmas"])
+    if doc.get("pieces"):
+        from .pieces import check_pieces
+        by_pieces = check_pieces(original, doc["pieces"], box)
+        for c in doc["claims"]:
+            if c["status"] == "proven" and c["method"] == "pieces":
+                verdicts[c["neuron"]] = c["neuron"] in by_pieces
     for c in doc["claims"]:
         if c["status"] == "proven":
             results[f"stability:{c['neuron']}"] = (verdicts.get(c["neuron"], False), c["method"])

@@ -1,0 +1,135 @@
+"""Claims proven piece by piece: split the input box, re-run the layered proof in each piece.
+
+On a small box every bound is tighter: more units are decided, the LP lemmas
+of each layer are tighter, so the deeper claims follow.  This is what the
+float analysis does with CROWN bounds on up to 1,500 pieces; here every piece
+runs the whole exact layered proof (:func:`~.claims.prove_claims`) for the
+claims still needed there, and a piece whose claims are not all proven is
+halved again (along the input with the largest width x sensitivity).
+
+A claim is proven on the box when, on every root-to-leaf path of the piece
+tree, some piece proves it.  The tree is JSON: each node holds its box (exact
+strings), the claims it proves, and that piece's full proof data (claims and
+lemmas), which :func:`~.claims.recheck_claims` re-verifies on that piece alone.
+"""
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from typing import Mapping
+
+import numpy as np
+
+from ..domain import Box
+from ..graph import Graph
+from .claims import _sensitivity, prove_claims, recheck_claims
+from .exact import fraction_str
+
+__all__ = ["prove_by_pieces", "check_pieces"]
+
+
+def _split(graph: Graph, box: Box, needed: Mapping[str, str]) -> tuple[int, float]:
+    """The input to halve: largest width x summed sensitivity of the needed claims."""
+    where = {nid: (graph.args(relu)[0], i) for relu, op in graph.relus() for i, nid in enumerate(op.neurons)}
+    score = np.zeros(graph.input_size)
+    for nid in needed:
+        pre, row = where[nid]
+        score += _sensitivity(graph, pre, row, {})
+    score *= box.upper - box.lower
+    d = int(np.argmax(score))
+    mid = float((Fraction(float(box.lower[d])) + Fraction(float(box.upper[d]))) / 2)
+    return d, mid
+
+
+def prove_by_pieces(graph: Graph, box: Box, claims: Mapping[str, str], needed: Mapping[str, str], *,
+                    deadline: float, time_limit: float = 1.0, max_nodes: int = 300,
+                    max_pieces: int = 64) -> tuple[dict | None, set]:
+    """Prove ``needed`` (a subset of ``claims``) on ``box`` by splitting it.
+
+    ``claims`` are all the stability claims (each piece re-proves what it can of
+    them, so deeper layers see the earlier phases).  Returns ``(tree, proven)``:
+    the piece tree and the set of needed claims proven on the whole box.
+    """
+    count = [0]
+
+    def node(piece: Box, want: dict, depth: int):
+        count[0] += 1
+        res = prove_claims(graph, piece, claims, time_limit=time_limit, max_nodes=max_nodes,
+                           deadline=deadline)
+        here = {n for n in want if res.proofs[n].status == "proven"}
+        rec = {"lower": [fraction_str(Fraction(float(v))) for v in piece.lower],
+               "upper": [fraction_str(Fraction(float(v))) for v in piece.upper],
+               "proves": sorted(here),
+               "claims": [p.to_json() for p in res.proofs.values() if p.status == "proven"],
+               "lemmas": res.lemmas}
+        rest = {n: c for n, c in want.items() if n not in here}
+        covered = set(here)
+        if rest and count[0] + 2 <= max_pieces and time.monotonic() < deadline and depth < 30:
+            d, mid = _split(graph, piece, rest)
+            lo, hi = piece.lower.copy(), piece.upper.copy()
+            if not (lo[d] < mid < hi[d]):
+                return rec, covered
+            left_hi, right_lo = hi.copy(), lo.copy()
+            left_hi[d] = mid
+            right_lo[d] = mid
+            kids = []
+            got = []
+            for child in (Box(lo, left_hi, source="piece"), Box(right_lo, hi, source="piece")):
+                sub, ok = node(child, rest, depth + 1)
+                kids.append(sub)
+                got.append(ok)
+            rec["split"] = {"dim": d, "at": fraction_str(Fraction(mid))}
+            rec["children"] = kids
+            covered |= got[0] & got[1]
+        return rec, covered
+
+    tree, proven = node(box, dict(needed), 0)
+    return tree, proven
+
+
+def check_pieces(graph: Graph, tree: dict, box: Box) -> set:
+    """Re-verify a piece tree; returns the claims it proves on ``box``."""
+    lo = [Fraction(v) for v in tree["lower"]]
+    hi = [Fraction(v) for v in tree["upper"]]
+    if lo != [Fraction(float(v)) for v in box.lower] or hi != [Fraction(float(v)) for v in box.upper]:
+        return set()
+    verdict = recheck_claims(graph, box, tree["claims"], tree["lemmas"])
+    here = {n for n in tree["proves"] if verdict.get(n)}
+    if "split" in tree and len(tree.get("children", ())) == 2:
+        d, at = int(tree["split"]["dim"]), Fraction(tree["split"]["at"])
+        if not (0 <= d < box.size and Fraction(float(box.lower[d])) < at < Fraction(float(box.upper[d]))
+                and float(at) == at):
+            return here
+        left_hi, right_lo = box.upper.copy(), box.lower.copy()
+        left_hi[d] = float(at)
+        right_lo[d] = float(at)
+        a = check_pieces(graph, tree["children"][0], Box(box.lower.copy(), left_hi, source="piece"))
+        b = check_pieces(graph, tree["children"][1], Box(right_lo, box.upper.copy(), source="piece"))
+        here |= a & b
+    return here
+
+
+def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 10.0,
+                             max_nodes: int = 2000, pieces_budget: float = 120.0, max_pieces: int = 64):
+    """:func:`~.claims.prove_claims` on the box, then the open claims piece by piece.
+
+    Claims proven by pieces get method ``"pieces"``; the tree is ``result.pieces``.
+    Input splitting is used only for networks with at most
+    :data:`~.claims.INPUT_SPLIT_MAX` inputs.
+    """
+    from .claims import INPUT_SPLIT_MAX, ClaimProof
+    res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes)
+    res.pieces = None
+    failing = {n: p.claim for n, p in res.proofs.items() if p.status != "proven" and n in claims}
+    if failing and graph.input_size <= INPUT_SPLIT_MAX and pieces_budget > 0:
+        t0 = time.monotonic()
+        tree, got = prove_by_pieces(graph, box, claims, failing, deadline=t0 + pieces_budget,
+                                    time_limit=min(time_limit, 2.0), max_nodes=min(max_nodes, 500),
+                                    max_pieces=max_pieces)
+        res.pieces = tree
+        for n in got:
+            res.proofs[n] = ClaimProof(n, failing[n], "proven", "pieces", "0", time=time.monotonic() - t0,
+                                       reason="")
+        for n in set(failing) - got:
+            res.proofs[n].reason += "; pieces: not proven on every piece within the budget"
+    return res
