@@ -28,6 +28,13 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help="data points (.npy/.json): witnesses, and ISA's candidates")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ck = p.add_mutually_exclusive_group()
+    ck.add_argument("--checkpoint", default=None, metavar="DIR",
+                    help="journal decided facts and finished solver queries in DIR and resume "
+                         "from it (default: $LEO_VERIFY_CACHE/checkpoints or "
+                         "~/.cache/leo_verify/checkpoints)")
+    ck.add_argument("--no-checkpoint", action="store_true",
+                    help="neither read nor write a checkpoint")
 
 
 def analysis_kwargs(args, graph) -> dict:
@@ -36,10 +43,16 @@ def analysis_kwargs(args, graph) -> dict:
         if v is not None and not v > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {v}")
     data = read_points(args.data, graph.input_size)[0] if args.data else None
+    checkpoint = None if args.no_checkpoint else (args.checkpoint or True)
     return dict(method=args.method, solver=args.solver, query_time_limit=args.query_time_limit,
                 budget=args.budget, workers=args.workers, threads=args.threads,
                 scheduler=args.scheduler, seed=args.seed, data=data,
-                progress=not args.no_progress and sys.stderr.isatty())
+                progress=not args.no_progress and sys.stderr.isatty(),
+                checkpoint=checkpoint, log=_log)
+
+
+def _log(message: str) -> None:
+    print(f"leo-verify: {message}", file=sys.stderr, flush=True)
 
 
 def format_counts(facts) -> str:

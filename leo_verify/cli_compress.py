@@ -8,7 +8,7 @@ import os
 from .cli import Command, check_output_path, load_model, register, write_output
 from .cli_analyze import add_analysis_options, analysis_kwargs
 from .errors import OutputError, UsageError
-from .util import sha256_file
+from .util import folder_lock, sha256_file
 
 FORMATS = ("onnx", "torch")
 
@@ -24,12 +24,12 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="weights of the emitted files (default: the input model's)")
     p.add_argument("--no-certify", action="store_true",
                    help="skip certification (the report then says 'not certified')")
-    p.add_argument("--certify-time-limit", type=float, default=10.0, metavar="S",
-                   help="seconds per stability claim for its exact proof (default 10); a claim not "
+    p.add_argument("--certify-time-limit", type=float, default=5.0, metavar="S",
+                   help="seconds per stability claim for its exact proof (default 5); a claim not "
                         "proven in time keeps its neuron")
-    p.add_argument("--certify-pieces-budget", type=float, default=120.0, metavar="S",
+    p.add_argument("--certify-pieces-budget", type=float, default=60.0, metavar="S",
                    help="seconds for proving, piece by piece of the input box, the claims the whole box "
-                        "did not prove (networks with <= 16 inputs; default 120)")
+                        "did not prove (networks with <= 16 inputs; default 60)")
     p.add_argument("--no-smt2", action="store_true", help="do not write OUT/proofs/*.smt2")
 
 
@@ -65,8 +65,6 @@ def summary_table(report: dict) -> str:
 
 
 def _run(args) -> int:
-    from .compress import compress
-    from .domain import parse_domain
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -75,6 +73,15 @@ def _run(args) -> int:
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"output {out!r} exists and is not a folder")
     os.makedirs(out, exist_ok=True)
+    # one run per output folder: a second run on OUT/ fails at once (OutputError,
+    # naming the holder's pid) instead of interleaving its files with ours
+    with folder_lock(out):
+        return _compress_into(args, out, formats)
+
+
+def _compress_into(args, out: str, formats: list) -> int:
+    from .compress import compress
+    from .domain import parse_domain
     paths = {"onnx": os.path.join(out, "compressed.onnx"), "torch": os.path.join(out, "compressed.pt"),
              "report": os.path.join(out, "report.json")}
     for p in paths.values():
@@ -88,6 +95,8 @@ def _run(args) -> int:
                       certify_options={"time_limit": args.certify_time_limit,
                                        "pieces_budget": args.certify_pieces_budget}, **kw)
     report = result.report
+    # the analysis settings (seed included) next to the versions: a report names all its inputs
+    report["facts"].setdefault("settings", result.facts.meta.get("settings"))
     report["outputs"] = {}
     emitted = {}
     if "onnx" in formats:

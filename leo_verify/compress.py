@@ -159,9 +159,9 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     if certify if proven_claims_only is None else proven_claims_only:
         from .certify.pieces import prove_claims_with_pieces
         copts = dict(certify_options or {})
-        claims_result = prove_claims_with_pieces(graph, box, stable, time_limit=copts.get("time_limit", 10.0),
+        claims_result = prove_claims_with_pieces(graph, box, stable, time_limit=copts.get("time_limit", 5.0),
                                                  max_nodes=copts.get("max_nodes", 2000),
-                                                 pieces_budget=copts.get("pieces_budget", 120.0))
+                                                 pieces_budget=copts.get("pieces_budget", 60.0))
         claims_result.time = time.monotonic() - t1
         stable = claims_result.proven
     t15 = time.monotonic()

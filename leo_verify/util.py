@@ -6,7 +6,8 @@ import os
 import tempfile
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "sha256_file", "sha256_bytes",
-           "read_json", "read_model_bytes", "check_file_size"]
+           "read_json", "read_model_bytes", "check_file_size", "folder_lock", "LOCK_NAME",
+           "TIMING_KEYS", "strip_timing_fields"]
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -136,3 +137,83 @@ def read_model_bytes(path: str, what: str = "model file") -> bytes:
         raise ModelFormatError(f"{what} {path!r} has more than {limit} bytes "
                                f"(leo_verify.io.limits.MAX_FILE_BYTES)")
     return data
+
+
+#: the lock file :func:`folder_lock` takes inside a folder
+LOCK_NAME = ".lock"
+
+
+class folder_lock:
+    """Hold an exclusive, non-blocking lock on ``folder/.lock`` (``fcntl.flock``).
+
+    While held, the file contains the holder's pid.  A second holder fails at
+    once with :class:`~leo_verify.errors.OutputError` naming the folder and
+    the holder's pid.  The kernel releases the lock when the holder exits in
+    any way (also SIGKILL), so a stale ``.lock`` file never blocks a later
+    run; the file itself is left in place (removing it would let two runs
+    lock two different files).  On a file system without locks (``ENOLCK``)
+    the folder is used unlocked.
+    """
+
+    def __init__(self, folder: str, *, what: str = "output folder"):
+        self.folder = folder
+        self.what = what
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.fd = None
+
+    def __enter__(self):
+        import errno
+        import fcntl
+
+        from .errors import InputFileError, OutputError
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InputFileError(f"cannot write in {self.what} {self.folder!r}: "
+                                 f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                os.close(fd)
+                return self
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            os.close(fd)
+            raise OutputError(f"{self.what} {self.folder!r} is in use by another leo-verify run "
+                              f"(pid {holder}, lock {self.path!r}); wait for it to finish or "
+                              f"choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+        return False
+
+
+#: keys whose values are wall-clock durations (seconds) in facts, reports and
+#: certificates: ``timings`` (facts ``meta``, report, report ``certificate``)
+#: and ``time`` (each solver query in a fact's ``stats.queries``, each
+#: obligation in a report / ``proofs/certificate.json``).  Everything else in
+#: these files is a function of the inputs, the options (seed included) and
+#: the tool versions.
+TIMING_KEYS = frozenset({"timings", "time"})
+
+
+def strip_timing_fields(obj, *, keys=TIMING_KEYS):
+    """A copy of a JSON value without the timing fields (:data:`TIMING_KEYS`), at any depth."""
+    if isinstance(obj, dict):
+        return {k: strip_timing_fields(v, keys=keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list):
+        return [strip_timing_fields(v, keys=keys) for v in obj]
+    return obj

@@ -5,6 +5,7 @@ changes the graph.  See :mod:`.fast`, :mod:`.leo`, :mod:`.isa` for the methods.
 """
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -21,21 +22,60 @@ METHODS = ("fast", "leo", "isa")
 SOLVERS = ("scip", "highs")
 
 
+#: the versions that can change an analysis' answer (they are in a checkpoint's key)
+ANSWER_VERSIONS = ("leo_verify", "python", "numpy", "networkx", "ortools", "scip", "highs")
+
+_VERSIONS_CACHE: dict = {}
+
+
 def solver_versions() -> dict:
-    """Versions of everything that can change an analysis' answer."""
-    import networkx
-    import numpy
+    """Versions of leo_verify, Python and every library or solver that computes a
+    result (analysis: numpy, networkx, OR-Tools/SCIP, HiGHS; certification: z3;
+    files: onnx, torch -- read from the installed metadata, torch is not imported)."""
+    if not _VERSIONS_CACHE:
+        import importlib.metadata as md
 
-    from .. import __version__
-    out = {"leo_verify": __version__, "python": platform.python_version(),
-           "numpy": numpy.__version__, "networkx": networkx.__version__}
-    import ortools
+        import networkx
+        import numpy
+        import ortools
 
-    from .backends import backend_version
-    out["ortools"] = ortools.__version__
-    out["scip"] = backend_version("scip")
-    out["highs"] = backend_version("highs")
-    return out
+        from .. import __version__
+        from .backends import backend_version
+        out = {"leo_verify": __version__, "python": platform.python_version(),
+               "numpy": numpy.__version__, "networkx": networkx.__version__,
+               "ortools": ortools.__version__, "scip": backend_version("scip"),
+               "highs": backend_version("highs")}
+        try:
+            import z3
+            out["z3"] = z3.get_version_string()
+        except ImportError:  # pragma: no cover - a dependency
+            out["z3"] = None
+        for dist in ("onnx", "onnxruntime", "torch"):
+            try:
+                out[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                out[dist] = None
+        _VERSIONS_CACHE.update(out)
+    return dict(_VERSIONS_CACHE)
+
+
+def _open_journal(checkpoint, graph, box, options, data, log):
+    """The run's checkpoint journal, or None (see :mod:`.checkpoint`)."""
+    from ..errors import InputFileError
+    from .checkpoint import Journal, default_dir, run_material
+    folder = default_dir() if checkpoint is True else os.fspath(checkpoint)
+    versions = solver_versions()
+    material = run_material(graph, box, options, data=data, tau_rel=TAU_REL,
+                            versions={k: versions.get(k) for k in ANSWER_VERSIONS})
+    try:
+        return Journal(folder, material, query_time_limit=options.query_time_limit)
+    except OSError as exc:
+        msg = f"checkpoint folder {folder!r} cannot be used: {exc.strerror or exc}"
+        if checkpoint is True:  # the default cache: go on without it
+            if log is not None:
+                log(f"warning: {msg}; running without a checkpoint")
+            return None
+        raise InputFileError(msg) from None
 
 
 def _progress_cb(state: AnalysisState, enabled: bool):
@@ -58,7 +98,7 @@ def analyze(graph: Graph, domain, *, method: str = "fast", solver: str = "scip",
             query_time_limit: float | None = 60.0, budget: float | None = None,
             workers: int = 1, threads: int = 1, seed: int = 0, data=None,
             scheduler: str | None = None, executor=None, progress: bool = False,
-            **tuning) -> Facts:
+            checkpoint=None, log=None, **tuning) -> Facts:
     """Classify every hidden neuron of ``graph`` over ``domain``.
 
     Parameters
@@ -75,6 +115,13 @@ def analyze(graph: Graph, domain, *, method: str = "fast", solver: str = "scip",
         ``concurrent.futures.Executor``).
     data : optional points (e.g. training inputs); those inside the box
         serve as witness candidates (and as ISA's stability candidates).
+    checkpoint : ``None`` (default: none), ``True`` (the cache folder,
+        :func:`.checkpoint.default_dir`) or a folder: decided facts and every
+        finished solver query are journaled there under the run's key; a run
+        with the same key resumes from it (see :mod:`.checkpoint`).  An
+        unusable default cache only gives a warning; an unusable given folder
+        is an :class:`~leo_verify.errors.InputFileError`.
+    log : called with one-line messages (resumed checkpoint, warnings).
     tuning : further :class:`AnalysisOptions` fields (``n_random``, ...).
 
     Returns
@@ -102,17 +149,45 @@ def analyze(graph: Graph, domain, *, method: str = "fast", solver: str = "scip",
     state = AnalysisState(graph, box, options)
     run = {"fast": run_fast, "leo": run_leo, "isa": run_isa}[method]
     complete, stopped = True, None
+    journal = _open_journal(checkpoint, graph, box, options, data, log) if checkpoint else None
+    resumed = dict(journal.facts) if journal is not None else {}
+    if journal is not None:
+        state.journal = journal
+        state._journaled = set(resumed)
+        if log is not None and (journal.loaded_facts or journal.loaded_queries):
+            log(f"checkpoint: {journal.loaded_facts} facts resumed from {journal.path} "
+                f"({journal.loaded_queries} finished solver queries are not run again)")
     cb = _progress_cb(state, progress)
-    with make_runner(workers=workers, scheduler=scheduler, executor=executor) as runner:
-        try:
-            run(state, runner, data=data, progress=cb)
-        except BudgetExceeded:
-            complete, stopped = False, "budget"
-        except KeyboardInterrupt:
-            complete, stopped = False, "interrupted"
-        finally:
-            if cb is not None:
-                cb.close()
+    try:
+        with make_runner(workers=workers, scheduler=scheduler, executor=executor) as runner:
+            runner.journal = journal
+            try:
+                run(state, runner, data=data, progress=cb)
+            except BudgetExceeded:
+                complete, stopped = False, "budget"
+            except KeyboardInterrupt:
+                complete, stopped = False, "interrupted"
+            finally:
+                if cb is not None:
+                    cb.close()
+        ckpt = None
+        if journal is not None:
+            state.flush_facts()
+            journal.record_end(complete=complete, stopped=stopped)
+            # the replay must reproduce what the journal says was decided
+            differ = sorted(n for n, rec in resumed.items()
+                            if n in state.facts and state.facts[n].status != "unknown"
+                            and (state.facts[n].status, state.facts[n].evidence)
+                            != (rec.get("status"), rec.get("evidence")))
+            if differ and log is not None:
+                log(f"warning: checkpoint: {len(differ)} resumed facts came out differently "
+                    f"this time (e.g. {differ[0]}); the facts of this run are kept")
+            ckpt = {"journal": journal.path, "key": journal.key, "resumed_facts": len(resumed),
+                    "replayed_queries": journal.replayed, "executed_queries": journal.executed,
+                    "differing_facts": len(differ)}
+    finally:
+        if journal is not None:
+            journal.close()
     meta = {
         "method": method,
         "solver": solver,
@@ -129,5 +204,7 @@ def analyze(graph: Graph, domain, *, method: str = "fast", solver: str = "scip",
                      "witness_points": state.counters["witness_points"]},
         "timings": {"wall": round(time.monotonic() - state.started, 3),
                     "milp": round(state.counters["milp_time"], 3)},
+        # about this run, not the network (like the timings): where it was checkpointed
+        "run": {"checkpoint": ckpt},
     }
     return state.to_facts(complete=complete, meta=meta)

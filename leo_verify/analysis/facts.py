@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 
 from ..errors import DataError, InputFileError
 
-__all__ = ["NeuronFact", "Facts", "STATUSES", "EVIDENCE", "SCHEMA"]
+__all__ = ["NeuronFact", "Facts", "STATUSES", "EVIDENCE", "SCHEMA", "canonical_facts"]
 
 SCHEMA = "leo_verify.facts/1"
 
@@ -23,6 +23,19 @@ UNKNOWN = "unknown"
 STATUSES = (STABLY_ACTIVE, STABLY_INACTIVE, UNSTABLE, UNKNOWN)
 #: what decided a status.  "witness" decides only `unstable`.
 EVIDENCE = ("interval", "symbolic", "lp", "milp", "witness", "none")
+
+
+def canonical_facts(data: Mapping) -> dict:
+    """Facts JSON without what describes the run rather than the network: the
+    timing fields (``meta.timings``, each query's ``time``; see
+    :data:`leo_verify.util.TIMING_KEYS`) and ``meta.run`` (the checkpoint
+    journal used, facts resumed, queries replayed / executed).  Two analyses
+    with the same inputs, options (seed) and tool versions give equal
+    canonical facts, byte for byte once dumped; resumed runs included."""
+    from ..util import strip_timing_fields
+    out = strip_timing_fields(dict(data))
+    out["meta"] = {k: v for k, v in out.get("meta", {}).items() if k != "run"}
+    return out
 
 
 @dataclass

@@ -91,12 +91,12 @@ def milp_layer(state: AnalysisState, layer: str, executor, *, early_stop: bool =
         return
     pre = state.graph.args(layer)[0]
     opts = state.options
-    chunks = _split(queries, max(1, opts.workers))
-    tasks = [LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, chunk,
-                       backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
-                       early_stop=early_stop) for chunk in chunks]
-    for outcomes in executor.map_tasks(tasks):
-        apply_outcomes(state, outcomes)
+    # one task per layer: the runner splits it over its workers and returns
+    # the answers in query order (so the facts do not depend on the workers)
+    task = LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, queries,
+                     backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
+                     early_stop=early_stop)
+    apply_outcomes(state, executor.run_task(task))
 
 
 def _limit(state: AnalysisState):
@@ -156,26 +156,25 @@ def lp_layer(state: AnalysisState, layer: str, executor, *, last: bool) -> None:
     if not queries:
         return
     opts = state.options
-    tasks = [LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, chunk,
-                       backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
-                       relax=True) for chunk in _split(queries, max(1, opts.workers))]
+    task = LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, queries,
+                     backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
+                     relax=True)
     size = g.size_of(pre)
     lo, hi = state.known.get(pre, (np.full(size, -np.inf), np.full(size, np.inf)))
     lo, hi = lo.copy(), hi.copy()
     proofs = []
-    for outcomes in executor.map_tasks(tasks):
-        for out in outcomes:
-            state.counters["lp"] += 1
-            if out.stats.get("status") != "optimal" or out.dual is None:
-                continue
-            _, row, _ = state.index[out.nid]
-            tau = tau_for(state, out.nid)
-            if out.sense == "max":
-                hi[row] = min(hi[row], out.dual + tau)
-            else:
-                lo[row] = max(lo[row], out.dual - tau)
-            if out.verdict == "proved":
-                proofs.append(out)
+    for out in executor.run_task(task):
+        state.counters["lp"] += 1
+        if out.stats.get("status") != "optimal" or out.dual is None:
+            continue
+        _, row, _ = state.index[out.nid]
+        tau = tau_for(state, out.nid)
+        if out.sense == "max":
+            hi[row] = min(hi[row], out.dual + tau)
+        else:
+            lo[row] = max(lo[row], out.dual - tau)
+        if out.verdict == "proved":
+            proofs.append(out)
     state.known[pre] = (lo, hi)
     for out in proofs:
         if state.facts[out.nid].status == UNKNOWN:

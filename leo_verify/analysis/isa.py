@@ -52,6 +52,20 @@ def candidates_from_points(state, points) -> dict:
     return out
 
 
+def _solve(state, prog, objective, *, time_limit, **options):
+    """:func:`solve`, or its recorded answer when the run's checkpoint has one."""
+    j = getattr(state, "journal", None)
+    if j is None:
+        return solve(prog, objective, time_limit=time_limit, **options)
+    from .checkpoint import solve_key
+    key = solve_key(j.key, prog, objective, **options)
+    res = j.lookup_solve(key)
+    if res is None:
+        res = solve(prog, objective, time_limit=time_limit, **options)
+        j.record_solve(key, res, time_limit=time_limit)
+    return res
+
+
 def run_isa(state, executor, *, data=None, progress=None) -> None:
     state.refresh_bounds()
     opts = state.options
@@ -88,8 +102,9 @@ def run_isa(state, executor, *, data=None, progress=None) -> None:
                 big = max(0.0, hi + t)  # f = 1 -> z <= -t ; f = 0 -> z <= hi
                 prog.add_row({z: 1.0, f: big}, -np.inf, -t + big, name=f"{nid}.flip")
             flags[nid] = f
-        res = solve(prog, {f: 1.0 for f in flags.values()}, sense="max", backend=opts.solver,
-                    time_limit=_limit(state), threads=opts.threads, dual_stop=0.5)
+        res = _solve(state, prog, {f: 1.0 for f in flags.values()}, sense="max",
+                     backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
+                     dual_stop=0.5)
         state.counters["milp"] += 1
         state.counters["milp_time"] += float(res.time)
         stats = {"isa_round": rounds, "isa_phase": phase, "solver": res.backend, "status": res.status,
@@ -114,6 +129,7 @@ def run_isa(state, executor, *, data=None, progress=None) -> None:
         for nid in list(cands):
             if state.facts[nid].status != UNKNOWN:
                 cands.pop(nid)
+        state.flush_facts()
     if progress is not None:
         for layer, _ in state.graph.relus():
             progress(state, layer)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .facts import STABLY_ACTIVE, STABLY_INACTIVE, UNKNOWN
-from .fast import _limit, _split, tau_for
+from .fast import _limit, tau_for
 from .queries import LayerTask, Query
 
 __all__ = ["run_leo"]
@@ -36,12 +36,10 @@ def run_leo(state, executor, *, data=None, progress=None) -> None:
             tau = tau_for(state, nid)
             queries += [Query(nid, row, "max", tau), Query(nid, row, "min", tau)]
         if queries:
-            tasks = [LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, chunk,
-                               backend=state.options.solver, time_limit=_limit(state),
-                               threads=state.options.threads, early_stop=False)
-                     for chunk in _split(queries, max(1, state.options.workers))]
-            outcomes = [o for batch in executor.map_tasks(tasks) for o in batch]
-            _apply(state, pre, outcomes)
+            task = LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, queries,
+                             backend=state.options.solver, time_limit=_limit(state),
+                             threads=state.options.threads, early_stop=False)
+            _apply(state, pre, executor.run_task(task))
         state.refresh_bounds()
         if progress is not None:
             progress(state, layer)

@@ -65,6 +65,8 @@ class LayerTask:
 def _read(q: Query, res, enc) -> QueryOutcome:
     stats = {"solver": res.backend, "status": res.status, "time": round(float(res.time), 6),
              "nodes": int(res.nodes or 0)}
+    if res.status == "error" and res.message:
+        stats["message"] = str(res.message)[:300]
     point = None
     if res.x is not None and res.primal is not None and np.isfinite(res.primal):
         point = [float(v) for v in enc.input_point(res.x)]
@@ -85,7 +87,7 @@ def _read(q: Query, res, enc) -> QueryOutcome:
     return QueryOutcome(q.nid, q.sense, verdict, res.dual, res.primal, point, stats)
 
 
-def run_layer_task(task: LayerTask) -> list:
+def run_layer_task(task: LayerTask, on_outcome=None) -> list:
     """Answer the queries of one layer (in this process).
 
     One model per task, re-solved with a new objective per query.  The box
@@ -93,6 +95,9 @@ def run_layer_task(task: LayerTask) -> list:
     (through pywraplp) reports a *wrong* dual bound when it stops without an
     incumbent, and the backend then withholds it; with a start solution every
     early stop on the dual side stays readable.
+
+    ``on_outcome(i, outcome)`` (in-process use) is called as soon as query
+    ``i`` is answered, e.g. to checkpoint it.
     """
     enc = encode(task.graph, task.box, task.bounds, upto=task.pre, fixed=task.fixed)
     centre = (task.box.lower + task.box.upper) / 2
@@ -111,4 +116,6 @@ def run_layer_task(task: LayerTask) -> list:
             stops = {}
         res = session.solve({z: 1.0}, sense=q.sense, time_limit=task.time_limit, **stops)
         out.append(_read(q, res, enc))
+        if on_outcome is not None:
+            on_outcome(len(out) - 1, out[-1])
     return out

@@ -65,6 +65,19 @@ class AnalysisState:
         self.interval: dict = {}
         self.counters = {"milp": 0, "lp": 0, "milp_time": 0.0, "witness_points": 0}
         self.started = time.monotonic()
+        self.journal = None  # a checkpoint Journal (set by analyze), see .checkpoint
+        self._journaled: set = set()
+
+    # -- checkpoint ---------------------------------------------------
+    def flush_facts(self) -> None:
+        """Append the facts decided since the last call to the checkpoint journal."""
+        j = self.journal
+        if j is None:
+            return
+        new = [f for n, f in self.facts.items() if f.status != UNKNOWN and n not in self._journaled]
+        if new:
+            j.record_facts(new)
+            self._journaled.update(f.neuron for f in new)
 
     # -- budget -------------------------------------------------------
     def time_left(self) -> float | None:
@@ -102,6 +115,7 @@ class AnalysisState:
                 evidence = "interval" if ilo >= 0.0 else "symbolic"
                 self._decide(nid, STABLY_ACTIVE, evidence)
         self._exact_borderline()
+        self.flush_facts()
 
     def _exact_borderline(self) -> None:
         """Decide in exact arithmetic the neurons whose float bound misses 0 only
@@ -185,6 +199,7 @@ class AnalysisState:
             fact.witness_neg = self.witnesses.neg.get(nid)
             if self.witnesses.settled(nid):
                 fact.status, fact.evidence = UNSTABLE, "witness"
+        self.flush_facts()
 
     # -- result -------------------------------------------------------
     def to_facts(self, *, complete: bool, meta: dict) -> Facts:

@@ -119,7 +119,7 @@ def _infer_dtype(g: Graph) -> str:
 
 def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, str], *,
             emitted: Mapping[str, Graph] | None = None, dtype: str | None = None,
-            time_limit: float = 10.0, max_nodes: int = 2000, fuzz: bool = True, seed: int = 0,
+            time_limit: float = 5.0, max_nodes: int = 2000, fuzz: bool = True, seed: int = 0,
             fuzz_points: int = 10000, witnesses=None, progress=None, claims_result=None) -> Certificate:
     """Certify that ``compressed`` equals ``original`` on ``box``.
 

@@ -223,7 +223,8 @@ def _tighten(lp, zs, i, lo_i, hi_i, want_lo, want_hi):
 
 def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 30.0,
                  max_nodes: int = 2000, tighten: bool = True,
-                 progress: Callable | None = None, deadline: float | None = None) -> ClaimsResult:
+                 progress: Callable | None = None, deadline: float | None = None,
+                 input_split: bool = True) -> ClaimsResult:
     """Prove each claim (neuron id -> ``"active"``/``"inactive"``) over ``box`` exactly.
 
     Parameters
@@ -234,6 +235,8 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
         later layers; costs two LPs per unit).
     progress : called with the number of claims finished after each layer.
     deadline : a ``time.monotonic()`` value; claims not reached by then stay open.
+    input_split : after branch and bound fails, try splitting the input box per
+        claim (networks with at most :data:`INPUT_SPLIT_MAX` inputs).
     """
     box_q = box.exact_bounds()
     lemmas: dict = {}
@@ -289,7 +292,7 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
             tree = search.prove()
             reason = f"bab: {search.reason}"
             nodes = search.nodes
-            if tree is None and graph.input_size <= INPUT_SPLIT_MAX:
+            if tree is None and input_split and graph.input_size <= INPUT_SPLIT_MAX:
                 method = "split"
                 search = _Search(graph, lemmas, phase, pre, i, claim,
                                  deadline=t0 + 2 * time_limit, max_nodes=max_nodes)

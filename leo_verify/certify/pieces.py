@@ -55,7 +55,7 @@ def prove_by_pieces(graph: Graph, box: Box, claims: Mapping[str, str], needed: M
     def node(piece: Box, want: dict, depth: int):
         count[0] += 1
         res = prove_claims(graph, piece, claims, time_limit=time_limit, max_nodes=max_nodes,
-                           deadline=deadline)
+                           deadline=deadline, input_split=False)
         here = {n for n in want if res.proofs[n].status == "proven"}
         rec = {"lower": [fraction_str(Fraction(float(v))) for v in piece.lower],
                "upper": [fraction_str(Fraction(float(v))) for v in piece.upper],
@@ -109,8 +109,8 @@ def check_pieces(graph: Graph, tree: dict, box: Box) -> set:
     return here
 
 
-def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 10.0,
-                             max_nodes: int = 2000, pieces_budget: float = 120.0, max_pieces: int = 64):
+def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 5.0,
+                             max_nodes: int = 2000, pieces_budget: float = 60.0, max_pieces: int = 64):
     """:func:`~.claims.prove_claims` on the box, then the open claims piece by piece.
 
     Claims proven by pieces get method ``"pieces"``; the tree is ``result.pieces``.
@@ -118,7 +118,9 @@ def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], 
     :data:`~.claims.INPUT_SPLIT_MAX` inputs.
     """
     from .claims import INPUT_SPLIT_MAX, ClaimProof
-    res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes)
+    # the per-claim box split is subsumed by the piece-wise proof below
+    res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes,
+                       input_split=graph.input_size > INPUT_SPLIT_MAX or pieces_budget <= 0)
     res.pieces = None
     failing = {n: p.claim for n, p in res.proofs.items() if p.status != "proven" and n in claims}
     if failing and graph.input_size <= INPUT_SPLIT_MAX and pieces_budget > 0:
