@@ -14,9 +14,16 @@ __all__ = ["Graph", "Input", "Affine", "Relu", "Add", "Output", "LeoError",
 
 
 def compress(model, domain, **kwargs):
-    """Analyse and rewrite losslessly; see :func:`leo_verify.compress.compress`."""
-    from .compress import compress as _compress
-    return _compress(model, domain, **kwargs)
+    """Analyse, rewrite losslessly and certify; see :func:`leo_verify.compress.compress`."""
+    # importing the submodule ``leo_verify.compress`` rebinds this package's
+    # attribute ``compress`` to the module: put this function back
+    import importlib
+    _module = importlib.import_module(".compress", __name__)
+    globals()["compress"] = _entry
+    return _module.compress(model, domain, **kwargs)
+
+
+_entry = compress
 
 
 def analyze(graph, domain, **kwargs):

@@ -379,3 +379,12 @@ def test_pieces_prove_what_the_whole_box_relaxation_cannot_and_recheck():
     bad = json.loads(json.dumps(tree))
     bad["split"]["at"] = "5"
     assert check_pieces(net, bad, box) == set()
+
+
+def test_package_compress_can_be_called_twice():
+    import leo_verify
+    g, box = _tiny()
+    for _ in range(2):
+        r = leo_verify.compress(g, box, certify=False)
+        assert r.graph.neurons()
+    assert callable(leo_verify.compress)
