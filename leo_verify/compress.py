@@ -204,3 +204,22 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     if certify:
         result.certify(box, **dict(certify_options or {}))
     return result
+
+
+class _CallableModule(type(os)):
+    """This module, callable as :func:`compress`.
+
+    ``import leo_verify.compress`` makes the package attribute
+    ``leo_verify.compress`` this module (Python binds submodules on their
+    parent), hiding the package-level function of the same name; calling the
+    module does what the function does, so ``leo_verify.compress(model, domain)``
+    works whatever was imported first.
+    """
+
+    def __call__(self, model, domain, **kwargs):
+        return compress(model, domain, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
