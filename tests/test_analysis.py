@@ -250,7 +250,10 @@ def test_ctrl_c_leaves_incomplete_facts_with_decided_neurons(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "leo_verify", "analyze",
                              str(bench / "ACASXU_run2a_1_2_batch_2000.onnx"), "--domain",
                              str(bench / "prop_1.vnnlib"), "--query-time-limit", "5", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job ignores SIGINT and children inherit
+                            # that; a user's Ctrl-C reaches a foreground process: simulate it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(6)  # past loading and the first layers, inside the analysis
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -73,7 +73,10 @@ def _interrupt_and_resume(tmp_path, uninterrupted, sig):
     whole_out, whole_keys = uninterrupted
     ckpt, out = tmp_path / "ckpt", tmp_path / "facts.json"
     proc = subprocess.Popen(_analyze_args(ckpt, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            # a background job's children inherit an ignored SIGINT; a user's
+                            # Ctrl-C reaches a foreground process with the default handler
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # stop it once some solver queries have finished (and long before the end)
     deadline = time.monotonic() + 300
     n = 0
