@@ -19,7 +19,10 @@ Examples::
     python examples/soak_analyze.py --nets 1-2 --props 3,4 # 4 runs
     python examples/soak_analyze.py --nets 1-9 --props 4 --compare pass2 -o soak.json
 
-Exit code 0 when memory stayed flat and every comparison agreed, else 1.
+Exit code 0 when memory stayed flat and every run agreed with its single run,
+else 1.  Runs where a MILP query hit ``--query-time-limit`` may legitimately
+differ (where a solver stops on the clock depends on the machine's load);
+they are counted apart and do not fail the soak.
 No checkpoint is read or written (each run computes everything).
 """
 from __future__ import annotations
@@ -80,6 +83,16 @@ def digest(facts_json: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def statuses(facts_json: dict) -> dict:
+    """neuron -> (status, evidence): what a compression uses."""
+    return {n: (f["status"], f["evidence"]) for n, f in facts_json["neurons"].items()}
+
+
+def timed_out(facts_json: dict) -> int:
+    return sum(q.get("verdict") == "timeout" for f in facts_json["neurons"].values()
+               for q in f.get("stats", {}).get("queries", []))
+
+
 def analyze_here(model: Path, prop: Path, args) -> tuple[dict, float]:
     from leo_verify.analysis import analyze
     from leo_verify.cli import load_model
@@ -129,7 +142,7 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"soak_analyze: missing {missing[0]}")
 
-    runs = []
+    runs, run_statuses = [], []
     gc.collect()
     rss0 = rss_mb()
     print(f"soak: {len(boxes)} runs ({args.method}) in process {os.getpid()}; RSS before: {rss0:.1f} MiB",
@@ -146,8 +159,10 @@ def main(argv=None) -> int:
                "peak_mb": round(peak_mb(), 1), "digest": digest(facts),
                "counts": {k: c[k] for k in ("stably_active", "stably_inactive", "unstable", "unknown")},
                "milp_queries": facts["meta"]["counters"]["milp_queries"],
-               "lp_queries": facts["meta"]["counters"]["lp_queries"]}
+               "lp_queries": facts["meta"]["counters"]["lp_queries"],
+               "timed_out_queries": timed_out(facts)}
         runs.append(run)
+        run_statuses.append(statuses(facts))
         k = run["counts"]
         print(f"{i:>3}  {run['net']:8s} {run['prop']:7s} {secs:>8.1f} {rss:>8.1f} {run['peak_mb']:>7.1f}  "
               f"{k['stably_active']:>4d} {k['stably_inactive']:>5d} {k['unstable']:>5d} {k['unknown']:>4d}",
@@ -163,33 +178,48 @@ def main(argv=None) -> int:
           f"{args.max_growth_mb:g} MiB) -> {'OK' if mem_ok else 'GROWING'}", flush=True)
 
     # results: each run's facts are its single run's facts
-    agree = None
+    # Byte-equal canonical facts are expected unless a query hit --query-time-limit:
+    # where a MILP stops on the clock depends on the machine's load, so such a
+    # run may differ in the solver statistics of its timed-out queries (and, if
+    # a replayed solution then settles another neuron, in a status); those runs
+    # are reported apart.
+    agree = clocked = None
     if args.compare != "none":
-        agree = 0
+        agree, clocked = 0, 0
         label = "fresh subprocess" if args.compare == "subprocess" else "second in-process pass"
-        for run, (model, prop) in zip(runs, boxes):
+        for run, st, (model, prop) in zip(runs, run_statuses, boxes):
             if args.compare == "subprocess":
                 other, secs = analyze_subprocess(model, prop, args)
             else:
                 other, secs = analyze_here(model, prop, args)
             same = digest(other) == run["digest"]
             run["single_run_equal"] = same
+            run["single_run_statuses_equal"] = statuses(other) == st
             run["single_run_seconds"] = round(secs, 2)
-            agree += same
-            if not same:
+            if same:
+                agree += 1
+            elif run["timed_out_queries"] or timed_out(other):
+                clocked += 1
+                print(f"  differs (timed-out queries: {run['timed_out_queries']} / {timed_out(other)}; "
+                      f"statuses {'equal' if run['single_run_statuses_equal'] else 'DIFFERENT'}): "
+                      f"run {run['run']} {run['net']} {run['prop']}", flush=True)
+            else:
                 print(f"  DIFFERENT: run {run['run']} {run['net']} {run['prop']}", flush=True)
-        print(f"results: {agree}/{len(runs)} runs equal their single run ({label})", flush=True)
+        print(f"results: {agree}/{len(runs)} runs equal their single run ({label}), "
+              f"{clocked} differ only where queries hit the time limit, "
+              f"{len(runs) - agree - clocked} differ otherwise", flush=True)
     total = sum(r["seconds"] for r in runs)
     print(f"time: {total:.1f} s for {len(runs)} runs (mean {total / len(runs):.1f} s, "
           f"max {max(r['seconds'] for r in runs):.1f} s)", flush=True)
-    ok = mem_ok and (agree is None or agree == len(runs))
+    ok = mem_ok and (agree is None or agree + clocked == len(runs))
     if args.output:
         from leo_verify.analysis import solver_versions
         from leo_verify.util import atomic_write_text
         summary = {"runs": runs, "rss_before_mb": round(rss0, 1), "warmup": w,
                    "growth_mb": round(growth, 1), "growth_per_run_mb": round(per_run, 3),
                    "max_growth_mb": args.max_growth_mb, "memory_ok": mem_ok,
-                   "compare": args.compare, "equal_runs": agree, "total_seconds": round(total, 1),
+                   "compare": args.compare, "equal_runs": agree, "clock_dependent_runs": clocked,
+                   "total_seconds": round(total, 1),
                    "ok": ok, "settings": {k: v for k, v in vars(args).items()},
                    "versions": solver_versions()}
         atomic_write_text(args.output, json.dumps(summary, indent=1) + "\n")
