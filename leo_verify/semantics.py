@@ -117,3 +117,33 @@ def evaluate_exact(graph: Graph, point) -> list:
 def evaluate_exact_all(graph: Graph, point) -> dict:
     """Exact value of every node at one point."""
     return _run(graph, EXACT_OPS, _exact_point(graph, point), keep=True)
+
+
+def backprop(graph: Graph, vals: Mapping, seeds: np.ndarray, *, start: str | None = None) -> np.ndarray:
+    """``d (seeds[b] . value(start)) / d x`` for each point ``b`` (float64, one backward pass).
+
+    ``vals`` are the forward values of every node (:func:`evaluate_all`);
+    ``start`` defaults to the output.  A ReLU passes the gradient where its
+    input is > 0.  Returns zeros when ``start`` does not depend on the input.
+    """
+    from .errors import UnsupportedOp
+    grads = {start or graph.output_name: seeds}
+    for name in reversed(graph.nodes()):
+        gr = grads.pop(name, None)
+        if gr is None:
+            continue
+        op = graph.op(name)
+        args = graph.args(name)
+        if op.kind == "input":
+            return gr
+        if op.kind == "affine":
+            contrib = [(args[0], gr @ op.weight)]
+        elif op.kind == "relu":
+            contrib = [(args[0], gr * (vals[args[0]] > 0.0))]
+        elif op.kind in ("add", "output"):
+            contrib = [(a, gr) for a in args]
+        else:
+            raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no gradient rule")
+        for a, c in contrib:
+            grads[a] = grads[a] + c if a in grads else c
+    return np.zeros((seeds.shape[0], graph.input_size))

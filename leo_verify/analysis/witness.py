@@ -20,7 +20,7 @@ import numpy as np
 
 from ..domain import Box
 from ..graph import Graph
-from ..semantics import evaluate_all, evaluate_exact_all
+from ..semantics import backprop, evaluate_all, evaluate_exact_all
 from .bounds import TINY, gamma
 
 __all__ = ["neuron_index", "candidate_points", "point_enclosures", "search_witnesses",
@@ -157,24 +157,7 @@ def _input_gradients(graph: Graph, x: np.ndarray, target: str, rows: np.ndarray)
     vals = evaluate_all(graph, x)
     seed = np.zeros((x.shape[0], graph.size_of(target)))
     seed[np.arange(x.shape[0]), rows] = 1.0
-    grads = {target: seed}
-    for name in reversed(graph.nodes()):
-        g = grads.pop(name, None)
-        if g is None:
-            continue
-        op = graph.op(name)
-        args = graph.args(name)
-        if op.kind == "input":
-            return vals[target][np.arange(x.shape[0]), rows], g
-        if op.kind == "affine":
-            contrib = [(args[0], g @ op.weight)]
-        elif op.kind == "relu":
-            contrib = [(args[0], g * (vals[args[0]] > 0.0))]
-        else:  # add, output
-            contrib = [(a, g) for a in args]
-        for a, c in contrib:
-            grads[a] = grads[a] + c if a in grads else c
-    return vals[target][np.arange(x.shape[0]), rows], np.zeros_like(x)
+    return vals[target][np.arange(x.shape[0]), rows], backprop(graph, vals, seed, start=target)
 
 
 def gradient_search(graph: Graph, box: Box, targets: Sequence[tuple[str, str]], starts: np.ndarray,

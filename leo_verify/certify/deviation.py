@@ -47,10 +47,6 @@ def pair_nodes(exact: Graph, emitted: Graph) -> list[tuple[str, str]] | str:
     return list(zip(a, b))
 
 
-def _abs(q: Q) -> Q:
-    return Q(np.where(q.num < 0, -q.num, q.num), q.den)
-
-
 def deviation_bound(exact: Graph, emitted: Graph, box) -> tuple[Fraction | None, str]:
     """``(eps, detail)``: ``|emitted(x) - exact(x)| <= eps`` for all ``x`` in ``box`` (each output).
 
@@ -71,8 +67,8 @@ def deviation_bound(exact: Graph, emitted: Graph, box) -> tuple[Fraction | None,
             ew, eb = eop.rational()
             wq, bq, ewq, ebq = Q.of(w), Q.of(b), Q.of(ew), Q.of(eb)
             lo, hi = bounds[args[0]]
-            amax = _abs(lo).maximum(_abs(hi))
-            err[x] = (_abs(ewq) @ err[args[0]] + _abs(ewq - wq) @ amax + _abs(ebq - bq)).reduce()
+            amax = abs(lo).maximum(abs(hi))
+            err[x] = (abs(ewq) @ err[args[0]] + abs(ewq - wq) @ amax + abs(ebq - bq)).reduce()
         elif op.kind in ("relu", "output"):
             err[x] = err[args[0]]
         elif op.kind == "add":

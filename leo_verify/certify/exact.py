@@ -134,6 +134,9 @@ class Q:
     def __neg__(self) -> "Q":
         return Q(-self.num, self.den)
 
+    def __abs__(self) -> "Q":
+        return Q(np.where(self.num < 0, -self.num, self.num), self.den)
+
     def __mul__(self, other: "Q") -> "Q":
         """Element-wise product (numpy broadcasting)."""
         return Q(self.num * other.num, self.den * other.den)

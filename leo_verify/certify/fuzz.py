@@ -44,7 +44,7 @@ import numpy as np
 from ..domain import Box
 from ..errors import DataError
 from ..graph import Graph
-from ..semantics import evaluate, evaluate_all
+from ..semantics import backprop, evaluate, evaluate_all
 
 __all__ = ["falsify", "FuzzResult", "MODES", "check_sizes", "output_gradients", "score"]
 
@@ -257,27 +257,7 @@ class _Tracker:
 
 def _backprop(graph: Graph, vals: dict, seeds: np.ndarray) -> np.ndarray:
     """d (seeds . output) / d x for each point, given the forward values ``vals``."""
-    grads = {graph.output_name: seeds}
-    for name in reversed(graph.nodes()):
-        gr = grads.pop(name, None)
-        if gr is None:
-            continue
-        op = graph.op(name)
-        args = graph.args(name)
-        if op.kind == "input":
-            return gr
-        if op.kind == "affine":
-            contrib = [(args[0], gr @ op.weight)]
-        elif op.kind == "relu":
-            contrib = [(args[0], gr * (vals[args[0]] > 0.0))]
-        elif op.kind in ("add", "output"):
-            contrib = [(a, gr) for a in args]
-        else:
-            from ..errors import UnsupportedOp
-            raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no gradient rule")
-        for a, c in contrib:
-            grads[a] = grads[a] + c if a in grads else c
-    return np.zeros((seeds.shape[0], graph.input_size))  # output does not depend on x
+    return backprop(graph, vals, seeds)
 
 
 def output_gradients(graph: Graph, x, seeds) -> tuple[np.ndarray, np.ndarray]:

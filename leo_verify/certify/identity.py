@@ -227,10 +227,6 @@ def _maxabs_columns(st: _Forms, box, bounds: Mapping, original: Graph) -> Q:
     return Q.of(vals)
 
 
-def _absq(q: Q) -> Q:
-    return Q(np.where(q.num < 0, -q.num, q.num), q.den)
-
-
 def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bounds: Mapping,
                      box) -> tuple[Fraction | None, str]:
     """A proven bound on ``max_x |other(x) - original(x)|`` over ``box``, or ``(None, why)``.
@@ -271,7 +267,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
             j = int(np.argmin(np.abs(ref - pref[i]) @ mf))
             nid, post = table[keys[j]]
             diff = Q.of(list(keys[j])) - pre[i]
-            d = (_absq(diff) * m).sum()
+            d = (abs(diff) * m).sum()
             e = Fraction(int(d.num), d.den) + (e_in.fraction(i) if e_in is not None else 0)
             rows.append(post)
             errs.append(e)
@@ -301,7 +297,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
             e = err.get(args[0])
             if e is not None:
                 wq = Q.of(op.rational()[0])
-                err[name] = (_absq(wq) @ e).reduce()
+                err[name] = (abs(wq) @ e).reduce()
         elif op.kind == "add":
             es = [err[a] for a in args if a in err]
             if es:
@@ -314,7 +310,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
         if failure:
             return None, failure[0]
     fo, go = fvals[original.output_name], vals[other.output_name]
-    d = (_absq(fo - go) @ m)
+    d = (abs(fo - go) @ m)
     if other.output_name in err:
         d = d + err[other.output_name]
     return max(d.fractions()), ""
