@@ -27,9 +27,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--certify-time-limit", type=float, default=5.0, metavar="S",
                    help="seconds per stability claim for its exact proof (default 5); a claim not "
                         "proven in time keeps its neuron")
-    p.add_argument("--certify-pieces-budget", type=float, default=60.0, metavar="S",
-                   help="seconds for proving, piece by piece of the input box, the claims the whole box "
-                        "did not prove (networks with <= 16 inputs; default 60)")
+    p.add_argument("--certify-pieces-budget", type=float, default=300.0, metavar="S",
+                   help="seconds for proving, piece by piece of the input box (exact CROWN bounds per "
+                        "piece), the claims the whole box did not prove (networks with <= 16 inputs; "
+                        "default 300)")
     p.add_argument("--no-smt2", action="store_true", help="do not write OUT/proofs/*.smt2")
 
 

@@ -161,7 +161,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         copts = dict(certify_options or {})
         claims_result = prove_claims_with_pieces(graph, box, stable, time_limit=copts.get("time_limit", 5.0),
                                                  max_nodes=copts.get("max_nodes", 2000),
-                                                 pieces_budget=copts.get("pieces_budget", 60.0))
+                                                 pieces_budget=copts.get("pieces_budget", 300.0))
         claims_result.time = time.monotonic() - t1
         stable = claims_result.proven
     t15 = time.monotonic()

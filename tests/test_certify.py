@@ -57,6 +57,28 @@ def test_q_matches_fractions(a, b):
     assert (qa.pos().fractions() == np.vectorize(lambda v: max(v, 0), otypes=[object])(fa)).all()
 
 
+@pytest.mark.parametrize("r, n, m, abits, bbits, vector", [
+    (20, 50, 50, 60, 44, False),  # the exact-CROWN shape (ACAS Xu)
+    (5, 130, 7, 200, 120, False),  # many limbs on both sides
+    (3, 3000, 2, 64, 53, False),  # a long inner dimension shrinks the limbs
+    (40, 64, 30, 31, 24, False),
+    (1, 300, 50, 100, 44, True),  # matrix @ vector
+    (2, 5, 3, 300, 300, False),  # below the limb threshold: numpy's object loop
+])
+def test_limb_matmul_is_exact(r, n, m, abits, bbits, vector):
+    # the float64-limb product must equal Python's integer arithmetic exactly
+    import random
+    from leo_verify.certify.exact import int_matmul
+    rnd = random.Random(r * n * m)
+    a = np.array([[rnd.randint(-(1 << abits), 1 << abits) for _ in range(n)] for _ in range(r)], dtype=object)
+    b = np.array([[rnd.randint(-(1 << bbits), 1 << bbits) for _ in range(m)] for _ in range(n)], dtype=object)
+    if vector:
+        b = b[:, 0]
+    a[0, 0] = -(1 << abits)  # the extremes
+    b[-1] = (1 << bbits) - 1
+    assert (int_matmul(a, b) == a.dot(b)).all()
+
+
 @given(st.fractions(min_value=-1000, max_value=1000, max_denominator=10 ** 9))
 def test_round_out_is_outward_and_short(v):
     up, down = round_out(v, up=True, bits=12), round_out(v, up=False, bits=12)

@@ -154,6 +154,7 @@ def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, s
     cert.data["claims"] = [p.to_json() for p in res.proofs.values()]  # all, for recheck
     cert.data["lemmas"] = res.lemmas
     cert.data["pieces"] = getattr(res, "pieces", None)
+    cert.data["trees"] = getattr(res, "trees", {})
     cert.data["lemma_bounds"] = res.lemma_bounds  # for the SMT-LIB files (not JSON)
 
     t1 = time.monotonic()

@@ -70,6 +70,7 @@ class ClaimsResult:
     bounds: dict = field(default_factory=dict)  # node -> (lo Q, hi Q): final proven bounds
     lemma_bounds: dict = field(default_factory=dict)  # pre-activation node -> (lo Q, hi Q) lemmas
     phase: dict = field(default_factory=dict)  # neuron id -> proven phase
+    trees: dict = field(default_factory=dict)  # pre-activation node -> piece tree (method "crown-split")
 
     @property
     def proven(self) -> dict:
@@ -224,7 +225,8 @@ def _tighten(lp, zs, i, lo_i, hi_i, want_lo, want_hi):
 def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 30.0,
                  max_nodes: int = 2000, tighten: bool = True,
                  progress: Callable | None = None, deadline: float | None = None,
-                 input_split: bool = True) -> ClaimsResult:
+                 input_split: bool = True, crown_budget: float = 0.0,
+                 crown_pieces: int = 2000) -> ClaimsResult:
     """Prove each claim (neuron id -> ``"active"``/``"inactive"``) over ``box`` exactly.
 
     Parameters
@@ -237,13 +239,20 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
     deadline : a ``time.monotonic()`` value; claims not reached by then stay open.
     input_split : after branch and bound fails, try splitting the input box per
         claim (networks with at most :data:`INPUT_SPLIT_MAX` inputs).
+    crown_budget : seconds (in all) for proving each layer's remaining claims
+        on pieces of the box with exact CROWN bounds
+        (:mod:`.crown_split`; networks with at most :data:`INPUT_SPLIT_MAX`
+        inputs), tried before branch and bound.  0 turns it off.
+    crown_pieces : at most this many pieces per layer.
     """
     box_q = box.exact_bounds()
     lemmas: dict = {}
     phase: dict = {}
     out = ClaimsResult({})
     last_layer = graph.relus()[-1][0] if graph.relus() else None
-    for relu, op, pre in _layers(graph):
+    crown_end = time.monotonic() + crown_budget
+    n_layers = len(graph.relus())
+    for k, (relu, op, pre) in enumerate(_layers(graph)):
         b = node_bounds(graph, box_q, lemmas=lemmas, phase=phase, upto=pre)
         lo, hi = b[pre]
         lof, hif = list(lo.fractions()), list(hi.fractions())
@@ -276,6 +285,10 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
             else:
                 failed.append((i, nid, claim))
         lemmas[pre] = (Q.of(lof), Q.of(hif))
+        if failed and crown_budget > 0 and graph.input_size <= INPUT_SPLIT_MAX:
+            failed = _crown_layer(graph, box, pre, failed, lemmas, phase, out, crown_pieces,
+                                  deadline=time.monotonic() + max(0.0, crown_end - time.monotonic())
+                                  / (n_layers - k))
         for i, nid, claim in failed:
             t0 = time.monotonic()
             if deadline is not None and t0 >= deadline:
@@ -315,6 +328,23 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
         if nid not in out.proofs:
             out.proofs[nid] = ClaimProof(nid, claim, "open", reason="neuron not in the network")
     return out
+
+
+def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, *, deadline):
+    """Prove a layer's failed claims on pieces with exact CROWN; returns those still failing."""
+    from .crown_split import prove_layer_by_pieces
+    t0 = time.monotonic()
+    claims = {nid: (i, claim) for i, nid, claim in failed}
+    tree, proven, stats = prove_layer_by_pieces(graph, box, pre, claims, lemmas=lemmas, phase=phase,
+                                                deadline=deadline, max_pieces=max_pieces)
+    if proven:
+        out.trees[pre] = {"claims": {n: list(claims[n]) for n in sorted(proven)}, "tree": tree,
+                          "pieces": stats["pieces"]}
+    dt = time.monotonic() - t0
+    for nid in proven:
+        out.proofs[nid] = ClaimProof(nid, claims[nid][1], "proven", "crown-split", "0", time=dt / len(claims),
+                                     nodes=stats["pieces"])
+    return [(i, nid, c) for i, nid, c in failed if nid not in proven]
 
 
 # -- re-checking -----------------------------------------------------------------------
@@ -370,13 +400,18 @@ def _check_tree(graph, tree, box, fix, lemmas, phase, pre, row, claim) -> bool:
     return False
 
 
-def recheck_claims(graph: Graph, box: Box, claims_json: list, lemmas_json: list) -> dict:
+def recheck_claims(graph: Graph, box: Box, claims_json: list, lemmas_json: list,
+                   trees: Mapping | None = None) -> dict:
     """Re-verify stored claim proofs and lemmas from the network alone.
 
     Returns neuron id -> ``True`` (its proof checks) / ``False``, and for each
     stored lemma ``"lemma:<node>[<i>]:<side>"`` -> ``True``/``False``.  A lemma
     that fails is dropped (later proofs that needed it then fail too).
+    ``trees``: pre-activation node -> piece tree of the claims proven by
+    ``"crown-split"`` (:func:`~.crown_split.check_layer_tree`).
     """
+    from .crown_split import check_layer_tree
+    trees = trees or {}
     box_q = box.exact_bounds()
     by_node: dict = {}
     for lem in lemmas_json:
@@ -407,6 +442,15 @@ def recheck_claims(graph: Graph, box: Box, claims_json: list, lemmas_json: list)
                     lof[i] = max(lof[i], val)
             verdict[f"lemma:{pre}[{i}]:{lem['side']}"] = ok
         lemmas[pre] = (Q.of(lof), Q.of(hif))
+        by_tree: set = set()
+        if isinstance(trees.get(pre), dict):
+            rec = trees[pre]
+            try:
+                tclaims = {n: (int(r), str(c)) for n, (r, c) in rec["claims"].items()
+                           if n in op.neurons and op.neurons.index(n) == int(r) and c in ("active", "inactive")}
+            except (KeyError, TypeError, ValueError, AttributeError):
+                tclaims = {}
+            by_tree = check_layer_tree(graph, box_q, rec.get("tree"), pre, tclaims, lemmas=lemmas, phase=phase)
         layer_ok = {}
         for i, nid in enumerate(op.neurons):
             c = claims.get(nid)
@@ -419,6 +463,8 @@ def recheck_claims(graph: Graph, box: Box, claims_json: list, lemmas_json: list)
                 ok = _check_tree(graph, c["proof"], box_q, {}, lemmas, phase, pre, i, claim)
             elif c["method"] == "bab" and c.get("proof"):
                 ok = _check_bab(lp, c["proof"], {}, lp.node_vars[pre][i], claim)
+            elif c["method"] == "crown-split":
+                ok = nid in by_tree and trees[pre]["claims"][nid][1] == claim
             else:
                 ok = False
             layer_ok[nid] = ok

@@ -110,22 +110,30 @@ def check_pieces(graph: Graph, tree: dict, box: Box) -> set:
 
 
 def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 5.0,
-                             max_nodes: int = 2000, pieces_budget: float = 60.0, max_pieces: int = 64):
-    """:func:`~.claims.prove_claims` on the box, then the open claims piece by piece.
+                             max_nodes: int = 2000, pieces_budget: float = 300.0, max_pieces: int = 64,
+                             crown_pieces: int = 4000):
+    """:func:`~.claims.prove_claims` with pieces of the box, for networks with few inputs.
 
-    Claims proven by pieces get method ``"pieces"``; the tree is ``result.pieces``.
-    Input splitting is used only for networks with at most
-    :data:`~.claims.INPUT_SPLIT_MAX` inputs.
+    Networks with at most :data:`~.claims.INPUT_SPLIT_MAX` inputs: each
+    layer's claims that the whole-box relaxation leaves open are first proven
+    on pieces bounded by exact CROWN (method ``"crown-split"``, trees in
+    ``result.trees``, up to ``crown_pieces`` pieces per layer) before branch
+    and bound; what is still open at the end gets the layered proof re-run
+    piece by piece (method ``"pieces"``, tree ``result.pieces``) in what is
+    left of ``pieces_budget`` seconds.
     """
     from .claims import INPUT_SPLIT_MAX, ClaimProof
-    # the per-claim box split is subsumed by the piece-wise proof below
+    t_start = time.monotonic()
+    few = graph.input_size <= INPUT_SPLIT_MAX and pieces_budget > 0
+    # the per-claim box split is subsumed by the piece-wise proofs
     res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes,
-                       input_split=graph.input_size > INPUT_SPLIT_MAX or pieces_budget <= 0)
+                       input_split=not few, crown_budget=pieces_budget if few else 0.0,
+                       crown_pieces=crown_pieces)
     res.pieces = None
     failing = {n: p.claim for n, p in res.proofs.items() if p.status != "proven" and n in claims}
-    if failing and graph.input_size <= INPUT_SPLIT_MAX and pieces_budget > 0:
+    if failing and few and time.monotonic() < t_start + pieces_budget:
         t0 = time.monotonic()
-        tree, got = prove_by_pieces(graph, box, claims, failing, deadline=t0 + pieces_budget,
+        tree, got = prove_by_pieces(graph, box, claims, failing, deadline=t_start + pieces_budget,
                                     time_limit=min(time_limit, 2.0), max_nodes=min(max_nodes, 500),
                                     max_pieces=max_pieces)
         res.pieces = tree

@@ -5,9 +5,11 @@
 ``certificate.json``   schema :data:`~.certificate.CERT_SCHEMA`: the hashes of the
                        original and emitted networks, the domain (exact), every
                        obligation, the stability proofs (interval / LP multipliers
-                       / branch-and-bound trees), the bound lemmas they use, the
-                       exact rewritten weights, and the index of SMT-LIB files;
-``claim_*.smt2``       for every claim whose proof needed case splits (branching),
+                       / branch-and-bound trees / piece trees), the bound lemmas
+                       they use, the exact rewritten weights, and the index of
+                       SMT-LIB files;
+``claim_*.smt2``       for every claim whose proof needed case splits (branch and
+                       bound, per-claim input splits; not the layer-wise piece trees),
                        the claim's negation over the network prefix in exact
                        rationals (QF_LRA; proven bounds of earlier layers asserted
                        as facts; ``If`` for the units a branch-and-bound split),
@@ -15,7 +17,8 @@
                        no leo_verify code involved.
 
 :func:`recheck` re-runs every obligation from the files alone: hashes, the
-stability proofs (exact weak duality for each stored multiplier vector), the
+stability proofs (exact weak duality for each stored multiplier vector; exact
+CROWN bounds recomputed on every piece of a piece tree), the
 rewrite identity, rounding and eps; with ``smt=True`` also z3 on every
 ``.smt2`` file.
 """
@@ -82,8 +85,11 @@ def _smt2_files(folder: str, original: Graph, box: Box, cert: Certificate, lemma
     box_q = box.exact_bounds()
     for nid, c in proven.items():
         # interval and LP-dual claims are linear certificates checked exactly by
-        # recheck; the claims that needed case splits get an SMT-LIB statement
-        if c["method"] in ("interval", "lp-dual") or nid not in where:
+        # recheck; the claims that needed case splits get an SMT-LIB statement.
+        # Not the crown-split ones: their proof is the piece tree (recomputed by
+        # recheck), and their exact-ReLU statements are deep ACAS Xu queries
+        # (~0.6 MB each, 130 per network) that z3 does not close anyway
+        if c["method"] in ("interval", "lp-dual", "crown-split") or nid not in where:
             continue
         relu, pre, row = where[nid]
         k = order.index(relu)
@@ -124,6 +130,7 @@ def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed
         "claims": cert.data["claims"],
         "lemmas": cert.data["lemmas"],
         "pieces": cert.data.get("pieces"),
+        "trees": cert.data.get("trees") or {},
         "exact_weights": exact_weights_json(compressed),
     }
     atomic_write_text(os.path.join(folder, "certificate.json"), json.dumps(doc, indent=1) + "\n")
@@ -166,7 +173,7 @@ def recheck(out_dir: str, *, model: str | None = None, smt: bool = False, smt_ti
     if [Fraction(v) for v in box.lower] != lo or [Fraction(v) for v in box.upper] != hi:
         raise DataError(f"{cpath}: domain bounds are not floats")
     t = time.monotonic()
-    verdicts = recheck_claims(original, box, doc["claims"], doc["lemmas"])
+    verdicts = recheck_claims(original, box, doc["claims"], doc["lemmas"], trees=doc.get("trees") or {})
     if doc.get("pieces"):
         from .pieces import check_pieces
         by_pieces = check_pieces(original, doc["pieces"], box)

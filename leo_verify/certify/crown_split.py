@@ -1,0 +1,172 @@
+"""Prove one layer's claims by splitting the input box, each piece bounded by exact CROWN.
+
+The float analysis proves deep ACAS Xu claims this way (``analysis/split.py``);
+here every piece that settles a claim is bounded *exactly*
+(:func:`~.crown.crown_bounds`), so the proof is a tree of boxes and nothing
+else: a re-checker follows the splits and recomputes the bound wherever the
+tree says a claim is settled.  Float CROWN (rigorous, but float) only steers:
+it says where exact bounds are worth computing and which pieces are hopeless.
+
+Semantics of a tree: a node is a box; ``settles`` lists the claims the exact
+bound proves on that box; ``split`` halves the box at ``at`` (a float, so the
+halves are exact) along ``dim`` into two ``children``.  A claim is proven on
+the root box when on every root-to-leaf path some node settles it.  The
+halves are closed and share the cut, so they cover their parent.
+
+Every piece may use facts proven on the *whole* box (``lemmas``, ``phase``):
+they hold on every part of it.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from fractions import Fraction
+from typing import Mapping
+
+import numpy as np
+
+from ..domain import Box
+from ..graph import Graph
+from .crown import crown_bounds
+from .exact import fraction_str
+
+__all__ = ["prove_layer_by_pieces", "check_layer_tree"]
+
+
+def _holds(claim: str, lo: Fraction, hi: Fraction) -> bool:
+    return hi <= 0 if claim == "inactive" else lo >= 0
+
+
+def _settled(bounds, pre: str, rows: Mapping, pending) -> set:
+    lo, hi = bounds[pre]
+    return {nid for nid in pending if _holds(rows[nid][1], lo.fraction(rows[nid][0]), hi.fraction(rows[nid][0]))}
+
+
+def _float_known(graph: Graph, lemmas: Mapping, phase: Mapping) -> dict:
+    """Whole-box facts as float bounds for the steering analysis (not a proof)."""
+    known = {}
+    for name, (lo, hi) in lemmas.items():
+        known[name] = (lo.floats() - 1e-12, hi.floats() + 1e-12)
+    for relu, op in graph.relus():
+        pre = graph.args(relu)[0]
+        n = graph.size_of(pre)
+        lo, hi = known.get(pre, (np.full(n, -np.inf), np.full(n, np.inf)))
+        lo, hi = lo.copy(), hi.copy()
+        for i, nid in enumerate(op.neurons):
+            if phase.get(nid) == "active":
+                lo[i] = max(lo[i], 0.0)
+            elif phase.get(nid) == "inactive":
+                hi[i] = min(hi[i], 0.0)
+        known[pre] = (lo, hi)
+    return known
+
+
+def _split_dim(graph: Graph, pre: str, rows: list, lo: np.ndarray, hi: np.ndarray) -> int:
+    """ReluVal's smear: width x |gradient at the centre|, summed over the pending units."""
+    from ..analysis.witness import _input_gradients
+    centre = (lo + hi) / 2
+    _, grad = _input_gradients(graph, np.repeat(centre[None, :], len(rows), axis=0), pre, np.array(rows))
+    smear = np.abs(grad).sum(axis=0) * (hi - lo)
+    if not np.any(smear > 0):
+        smear = hi - lo
+    return int(np.argmax(smear))
+
+
+def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str, tuple[int, str]], *,
+                          lemmas: Mapping, phase: Mapping, deadline: float,
+                          max_pieces: int = 2000) -> tuple[dict, set, dict]:
+    """Prove ``claims`` (neuron id -> (row of ``pre``, claim)) on ``box`` piece by piece.
+
+    Returns ``(tree, proven, stats)``.  Breadth first, so the budget is spread
+    over all claims rather than spent on the hardest; a claim some piece shows
+    to be *false* everywhere on it (rigorous float bound of the other sign) is
+    dropped at once.
+    """
+    from ..analysis.bounds import compute_bounds
+    known = _float_known(graph, lemmas, phase)
+    root: dict = {}
+    queue = deque([(root, box.lower.astype(np.float64), box.upper.astype(np.float64), set(claims))])
+    refuted: set = set()
+    unfinished: set = set()
+    pieces = exact_calls = 0
+    while queue:
+        node, lo, hi, pending = queue.popleft()
+        pending -= refuted
+        if not pending:
+            continue
+        if pieces >= max_pieces or time.monotonic() > deadline:
+            unfinished |= pending
+            continue
+        pieces += 1
+        fb = compute_bounds(graph, Box(lo, hi, source="piece"), known=known, upto=pre)[pre]
+        hopeful = set()
+        for nid in pending:
+            row, claim = claims[nid]
+            flo, fhi = fb[0][row], fb[1][row]
+            if (flo > 0.0) if claim == "inactive" else (fhi < 0.0):
+                refuted.add(nid)
+            elif (fhi <= 1e-9) if claim == "inactive" else (flo >= -1e-9):
+                hopeful.add(nid)
+        if hopeful:
+            exact_calls += 1
+            b = crown_bounds(graph, (list(map(Fraction, lo.tolist())), list(map(Fraction, hi.tolist()))),
+                             lemmas=lemmas, phase=phase, upto=pre)
+            got = _settled(b, pre, claims, hopeful)
+            if got:
+                node["settles"] = sorted(got)
+            pending = pending - got
+        pending -= refuted
+        if not pending:
+            continue
+        d = _split_dim(graph, pre, [claims[n][0] for n in sorted(pending)], lo, hi)
+        mid = float((Fraction(lo[d]) + Fraction(hi[d])) / 2)
+        if not (lo[d] < mid < hi[d]):
+            unfinished |= pending
+            continue
+        hi1, lo2 = hi.copy(), lo.copy()
+        hi1[d] = lo2[d] = mid
+        left, right = {}, {}
+        node["split"] = {"dim": d, "at": fraction_str(Fraction(mid))}
+        node["children"] = [left, right]
+        queue.append((left, lo, hi1, set(pending)))
+        queue.append((right, lo2, hi, set(pending)))
+    proven = set(claims) - refuted - unfinished
+    return root, proven, {"pieces": pieces, "exact": exact_calls, "refuted": sorted(refuted)}
+
+
+def check_layer_tree(graph: Graph, box: tuple, tree: dict, pre: str, claims: Mapping[str, tuple[int, str]], *,
+                     lemmas: Mapping, phase: Mapping) -> set:
+    """Re-verify a piece tree from the network alone; returns the claims it proves on ``box``.
+
+    ``box`` is ``(lo, hi)`` lists of Fractions.  Malformed trees prove nothing.
+    """
+    uncovered: set = set()
+    stack = [(tree, list(box[0]), list(box[1]), set(claims))]
+    while stack:
+        node, lo, hi, pending = stack.pop()
+        if not isinstance(node, dict):
+            uncovered |= pending
+            continue
+        settles = set(node.get("settles", ())) & pending
+        if settles:
+            b = crown_bounds(graph, (lo, hi), lemmas=lemmas, phase=phase, upto=pre)
+            pending = pending - _settled(b, pre, claims, settles)
+        if not pending:
+            continue
+        split, kids = node.get("split"), node.get("children")
+        if not isinstance(split, dict) or not isinstance(kids, list) or len(kids) != 2:
+            uncovered |= pending
+            continue
+        try:
+            d, at = int(split["dim"]), Fraction(split["at"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            uncovered |= pending
+            continue
+        if not (0 <= d < len(lo) and lo[d] < at < hi[d]):
+            uncovered |= pending
+            continue
+        hi1, lo2 = list(hi), list(lo)
+        hi1[d] = lo2[d] = at
+        stack.append((kids[0], lo, hi1, set(pending)))
+        stack.append((kids[1], lo2, hi, set(pending)))
+    return set(claims) - uncovered
