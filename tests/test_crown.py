@@ -211,3 +211,33 @@ def test_acas_deep_layer_piece_tree_matches_float_split():
     assert proven  # at least one deep claim is proven exactly
     again = check_layer_tree(net, _q(box), json.loads(json.dumps(tree)), pre, claims, lemmas={}, phase={})
     assert again == proven
+
+
+def test_cli_compress_certifies_with_a_piece_tree_and_recheck_catches_tampering(tmp_path):
+    # end to end: the analysis proves relu1[0] active by splitting; compress re-proves it
+    # exactly with a piece tree, folds it, certifies; recheck recomputes the tree
+    import shutil
+    import subprocess
+    import sys
+    from leo_verify.io.onnx import save_onnx
+    model = tmp_path / "abs_trick.onnx"
+    save_onnx(_abs_trick(), str(model), dtype="float64")
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "leo_verify"]
+    p = subprocess.run(cli + ["compress", str(model), "--domain", "box:-1,1", "-o", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads((out / "proofs" / "certificate.json").read_text())
+    methods = {c["neuron"]: c["method"] for c in doc["claims"] if c["status"] == "proven"}
+    assert methods.get("relu1[0]") == "crown-split", methods
+    assert doc["trees"]["z"]["claims"] == {"relu1[0]": [0, "active"]}
+    assert not any(e["obligation"] == "stability:relu1[0]" for e in doc["smt2"])
+    p = subprocess.run(cli + ["recheck", str(out), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0 and json.loads(p.stdout)["verdict"] == "certified", p.stdout + p.stderr
+    # tampered tree: the first cut moved outside the box -> the claim, and the certificate, fail
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    doc["trees"]["z"]["tree"]["split"]["at"] = "3"
+    (bad / "proofs" / "certificate.json").write_text(json.dumps(doc))
+    p = subprocess.run(cli + ["recheck", str(bad), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 2 and json.loads(p.stdout)["verdict"] == "not certified", p.stdout + p.stderr

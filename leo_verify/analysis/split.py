@@ -19,7 +19,7 @@ from .bounds import compute_bounds
 from .facts import STABLY_ACTIVE, STABLY_INACTIVE, UNKNOWN
 from .witness import _input_gradients
 
-__all__ = ["split_layer", "MAX_SPLIT_INPUTS"]
+__all__ = ["split_layer", "smear_dim", "MAX_SPLIT_INPUTS"]
 
 #: input splitting is tried only for networks with at most this many inputs
 MAX_SPLIT_INPUTS = 16
@@ -39,12 +39,12 @@ def _targets(state, layer):
     return out
 
 
-def _split_dim(state, pre, rows, box, centre) -> int:
+def smear_dim(graph, pre: str, rows, lower: np.ndarray, upper: np.ndarray) -> int:
     """ReluVal's "smear": the input whose width times |gradient| (at the
-    piece's centre, summed over the pending neurons) is largest."""
-    width = box.upper - box.lower
-    x = np.repeat(centre[None, :], len(rows), axis=0)
-    _, grad = _input_gradients(state.graph, x, pre, np.array(rows))
+    piece's centre, summed over the pending neurons ``rows`` of ``pre``) is largest."""
+    width = upper - lower
+    x = np.repeat(((lower + upper) / 2)[None, :], len(rows), axis=0)
+    _, grad = _input_gradients(graph, x, pre, np.array(rows))
     smear = np.abs(grad).sum(axis=0) * width
     if not np.any(smear > 0):
         smear = width
@@ -94,7 +94,7 @@ def split_layer(state, layer: str, *, max_pieces: int = 1500) -> None:
         if left:
             centre = (box.lower + box.upper) / 2
             centres.append(centre)
-            d = _split_dim(state, pre, [rows[n] for n in sorted(left)], box, centre)
+            d = smear_dim(g, pre, [rows[n] for n in sorted(left)], box.lower, box.upper)
             if box.upper[d] - box.lower[d] <= 0.0:
                 continue  # a point cannot be split: leave those neurons open
             mid = (box.lower[d] + box.upper[d]) / 2

@@ -27,14 +27,12 @@ import numpy as np
 
 from ..domain import Box
 from ..graph import Graph
+from ..analysis.split import smear_dim
+from .claims import _holds
 from .crown import crown_bounds
 from .exact import fraction_str
 
 __all__ = ["prove_layer_by_pieces", "check_layer_tree"]
-
-
-def _holds(claim: str, lo: Fraction, hi: Fraction) -> bool:
-    return hi <= 0 if claim == "inactive" else lo >= 0
 
 
 def _settled(bounds, pre: str, rows: Mapping, pending) -> set:
@@ -59,17 +57,6 @@ def _float_known(graph: Graph, lemmas: Mapping, phase: Mapping) -> dict:
                 hi[i] = min(hi[i], 0.0)
         known[pre] = (lo, hi)
     return known
-
-
-def _split_dim(graph: Graph, pre: str, rows: list, lo: np.ndarray, hi: np.ndarray) -> int:
-    """ReluVal's smear: width x |gradient at the centre|, summed over the pending units."""
-    from ..analysis.witness import _input_gradients
-    centre = (lo + hi) / 2
-    _, grad = _input_gradients(graph, np.repeat(centre[None, :], len(rows), axis=0), pre, np.array(rows))
-    smear = np.abs(grad).sum(axis=0) * (hi - lo)
-    if not np.any(smear > 0):
-        smear = hi - lo
-    return int(np.argmax(smear))
 
 
 def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str, tuple[int, str]], *,
@@ -118,7 +105,7 @@ def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str,
         pending -= refuted
         if not pending:
             continue
-        d = _split_dim(graph, pre, [claims[n][0] for n in sorted(pending)], lo, hi)
+        d = smear_dim(graph, pre, [claims[n][0] for n in sorted(pending)], lo, hi)
         mid = float((Fraction(lo[d]) + Fraction(hi[d])) / 2)
         if not (lo[d] < mid < hi[d]):
             unfinished |= pending
