@@ -241,3 +241,19 @@ def test_cli_compress_certifies_with_a_piece_tree_and_recheck_catches_tampering(
     (bad / "proofs" / "certificate.json").write_text(json.dumps(doc))
     p = subprocess.run(cli + ["recheck", str(bad), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 2 and json.loads(p.stdout)["verdict"] == "not certified", p.stdout + p.stderr
+
+
+def test_certify_api_uses_piece_trees_and_accepts_a_pieces_budget():
+    # certify() on its own (no proofs from compress) proves the deep claim with a piece tree;
+    # compress passes certify_options through to it
+    from leo_verify.certify.certificate import certify
+    from leo_verify.compress import compress
+    net = _abs_trick()
+    box = Box(np.array([-1.0]), np.array([1.0]))
+    r = compress(net, box, certify=False)
+    assert "relu1[0]" not in r.graph.neurons()  # folded: the analysis proved it active
+    cert = certify(net, r.graph, box, {"relu1[0]": "active"}, fuzz_points=500)
+    assert cert.verdict == "certified", [o.to_json() for o in cert.obligations if o.status != "proven"]
+    assert cert.data["trees"]["z"]["claims"] == {"relu1[0]": [0, "active"]}
+    r2 = compress(net, box, certify_options={"pieces_budget": 30.0, "fuzz_points": 500})
+    assert r2.report["certificate"]["verdict"] == "certified"

@@ -32,7 +32,6 @@ import numpy as np
 from ..domain import Box
 from ..graph import Graph
 from ..semantics import evaluate_exact, to_fractions
-from .claims import prove_claims
 from .deviation import check_rounding, deviation_bound
 from .exact import fraction_str
 from .identity import check_identity
@@ -120,7 +119,8 @@ def _infer_dtype(g: Graph) -> str:
 def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, str], *,
             emitted: Mapping[str, Graph] | None = None, dtype: str | None = None,
             time_limit: float = 5.0, max_nodes: int = 2000, fuzz: bool = True, seed: int = 0,
-            fuzz_points: int = 10000, witnesses=None, progress=None, claims_result=None) -> Certificate:
+            fuzz_points: int = 10000, witnesses=None, progress=None, claims_result=None,
+            pieces_budget: float = 300.0) -> Certificate:
     """Certify that ``compressed`` equals ``original`` on ``box``.
 
     Parameters
@@ -131,6 +131,8 @@ def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, s
     emitted : file name -> the network *read back* from each emitted file.
     dtype : the emitted files' float type (default: inferred from their weights).
     time_limit, max_nodes : per-claim branch-and-bound budget.
+    pieces_budget : seconds for piece-wise proofs (networks with <= 16 inputs),
+        see :func:`~.pieces.prove_claims_with_pieces`.
     fuzz, seed, fuzz_points, witnesses : the falsification campaign.
     claims_result : proofs of ``claims`` already made (by ``compress`` before rewriting).
     """
@@ -143,8 +145,10 @@ def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, s
         claims_set = set(claims)
         proofs = {n: p for n, p in res.proofs.items() if n in claims_set}
     else:
-        res = prove_claims(original, box, claims, time_limit=time_limit, max_nodes=max_nodes,
-                           progress=progress)
+        # the same prover compress uses (piece trees for networks with few inputs)
+        from .pieces import prove_claims_with_pieces
+        res = prove_claims_with_pieces(original, box, claims, time_limit=time_limit, max_nodes=max_nodes,
+                                       pieces_budget=pieces_budget, progress=progress)
         cert.timings["stability"] = time.monotonic() - t0
         proofs = res.proofs
     for nid, p in proofs.items():

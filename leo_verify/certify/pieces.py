@@ -111,7 +111,7 @@ def check_pieces(graph: Graph, tree: dict, box: Box) -> set:
 
 def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 5.0,
                              max_nodes: int = 2000, pieces_budget: float = 300.0, max_pieces: int = 64,
-                             crown_pieces: int = 4000):
+                             crown_pieces: int = 4000, progress=None):
     """:func:`~.claims.prove_claims` with pieces of the box, for networks with few inputs.
 
     Networks with at most :data:`~.claims.INPUT_SPLIT_MAX` inputs: each
@@ -128,7 +128,7 @@ def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], 
     # the per-claim box split is subsumed by the piece-wise proofs
     res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes,
                        input_split=not few, crown_budget=pieces_budget if few else 0.0,
-                       crown_pieces=crown_pieces)
+                       crown_pieces=crown_pieces, progress=progress)
     res.pieces = None
     failing = {n: p.claim for n, p in res.proofs.items() if p.status != "proven" and n in claims}
     if failing and few and time.monotonic() < t_start + pieces_budget:
