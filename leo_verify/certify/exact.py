@@ -111,8 +111,12 @@ class Q:
         return out
 
     def floats(self) -> np.ndarray:
-        """Nearest floats (for solvers and display; never for a proof)."""
-        return np.array([float(f) for f in self.fractions().reshape(-1)],
+        """Nearest floats (for solvers and display; never for a proof).
+
+        Python's ``int / int`` is correctly rounded, so no Fraction is built.
+        """
+        den = self.den
+        return np.array([n / den for n in self.num.reshape(-1).tolist()],
                         dtype=np.float64).reshape(self.num.shape)
 
     # -- arithmetic -----------------------------------------------------------

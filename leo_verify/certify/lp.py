@@ -44,9 +44,8 @@ __all__ = ["LinearProgram", "LP_ENCODERS", "build_lp", "DualBound", "lp_bound", 
 
 
 def _floats(q: Q) -> np.ndarray:
-    """Nearest floats of a :class:`Q` vector (Python's int / int rounds correctly)."""
-    den = q.den
-    return np.array([n / den for n in q.num.tolist()], dtype=np.float64) if q.num.size else np.zeros(0)
+    """Nearest floats of a :class:`Q` vector (:meth:`Q.floats`)."""
+    return q.floats()
 
 
 @dataclass
