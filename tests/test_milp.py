@@ -440,3 +440,30 @@ def test_milp_max_matches_grid(case):
         assert r.dual >= vals[:, j].max() - 1e-6
         assert r.dual >= samples[:, j].max() - 1e-6
         assert r.primal <= vals[:, j].max() + slack[j]
+
+
+def test_highs_time_limit_is_per_run_on_a_reused_model():
+    # HiGHS 1.x compares time_limit with the *cumulative* run time of the Highs object;
+    # highs_time_limit makes it per run, so a model reused past the limit still solves
+    # (this is what broke branch and bound after ~10 s of LPs on one model)
+    import time as _time
+    import highspy
+    from leo_verify.analysis.backends import highs_time_limit
+    rng = np.random.default_rng(0)
+    h = highspy.Highs()
+    h.silent()
+    n = 200
+    idx = np.arange(n, dtype=np.int32)
+    h.addVars(n, np.zeros(n), np.ones(n))
+    for row in rng.normal(size=(150, n)):
+        h.addRow(-h.getInfinity(), 1.0, n, idx, row)
+    statuses = []
+    t0 = _time.monotonic()
+    while h.getRunTime() < 0.6 and _time.monotonic() - t0 < 60:
+        h.changeColsCost(n, idx, -rng.uniform(size=n))
+        h.clearSolver()
+        highs_time_limit(h, 0.2)
+        h.run()
+        statuses.append(h.getModelStatus())
+    assert h.getRunTime() >= 0.6 and len(statuses) > 3
+    assert all(s == highspy.HighsModelStatus.kOptimal for s in statuses)

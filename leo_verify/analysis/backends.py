@@ -318,6 +318,20 @@ _BANNER_LOCK = threading.Lock()
 _BANNER_DONE = False
 
 
+def highs_time_limit(h, seconds: float | None) -> int:
+    """Limit the *next* ``h.run()`` to ``seconds`` (``None``: no limit); returns the HiGHS status.
+
+    HiGHS (1.x, measured on 1.16) compares ``time_limit`` with the *cumulative*
+    run time of the ``Highs`` object (ERGO-Code/HiGHS#1477): on a reused
+    model every run after the first ``time_limit`` seconds in total stops at
+    once with ``kTimeLimit``.  So the limit is set relative to the run time
+    already spent.
+    """
+    if seconds is None:
+        return h.setOptionValue("time_limit", math.inf)
+    return h.setOptionValue("time_limit", float(h.getRunTime()) + float(seconds))
+
+
 def _new_highs():
     """A silent ``highspy.Highs``.
 
@@ -441,8 +455,7 @@ class _HighsModel:
         _ok(h.changeColsCost(self.n, np.arange(self.n, dtype=np.int32), c), "changeColsCost")
         _ok(h.changeObjectiveSense(hs.ObjSense.kMaximize if sense == "max"
                                    else hs.ObjSense.kMinimize), "changeObjectiveSense")
-        _ok(h.setOptionValue("time_limit", math.inf if time_limit is None else float(time_limit)),
-            "option time_limit")
+        _ok(highs_time_limit(h, time_limit), "option time_limit")
         if hint is not None and self.mip:
             # A start solution; HiGHS checks it and ignores it if infeasible.
             _ok(h.setSolution(self.n, np.arange(self.n, dtype=np.int32),

@@ -23,6 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from .exact import Q, fraction_str
+from ..analysis.backends import highs_time_limit
 from .lp import LinearProgram, _floats, _objective, _strs, fixings, verify_multipliers
 
 __all__ = ["ReluBranchAndBound"]
@@ -79,7 +80,7 @@ class ReluBranchAndBound:
         h.changeColsBounds(len(vlo), self._cols, vlo, vhi)
         if len(self._rows):
             h.changeRowsBounds(len(self._rows), self._rows, self._rlo, rhi)
-        h.setOptionValue("time_limit", max(0.05, min(10.0, self.deadline - time.monotonic())))
+        highs_time_limit(h, max(0.05, min(10.0, self.deadline - time.monotonic())))
         h.run()
         self.lps += 1
         st = h.getModelStatus()

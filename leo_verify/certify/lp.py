@@ -391,7 +391,8 @@ def lp_bound(lp: LinearProgram, objective: Mapping[int, Fraction], *, sense: str
     n = lp.num_vars
     h.changeColsCost(n, np.arange(n, dtype=np.int32), _floats(c))
     h.changeObjectiveSense(highspy.ObjSense.kMinimize)
-    h.setOptionValue("time_limit", float(time_limit))
+    from ..analysis.backends import highs_time_limit
+    highs_time_limit(h, time_limit)
     h.run()
     status = h.getModelStatus()
     kind = "lower" if sense == "min" else "upper"
