@@ -285,8 +285,19 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
             else:
                 failed.append((i, nid, claim))
         lemmas[pre] = (Q.of(lof), Q.of(hif))
+        def bab(i, nid, claim, seconds, nodes_max):
+            t0 = time.monotonic()
+            search = ReluBranchAndBound(lp, {lp.node_vars[pre][i]: 1},
+                                        sense="max" if claim == "inactive" else "min",
+                                        deadline=t0 + seconds, max_nodes=nodes_max)
+            tree = search.prove()
+            return tree, search, time.monotonic() - t0
+
         if failed and crown_budget > 0 and graph.input_size <= INPUT_SPLIT_MAX:
-            failed = _crown_layer(graph, box, pre, failed, lemmas, phase, out, crown_pieces,
+            # how far the relaxation is from each claim, relative to the unit's range
+            gap = {nid: float((hif[i] if claim == "inactive" else -lof[i]) / max(hif[i] - lof[i], Fraction(1, 10 ** 9)))
+                   for i, nid, claim in failed}
+            failed = _crown_layer(graph, box, pre, failed, lemmas, phase, out, crown_pieces, bab, gap,
                                   deadline=time.monotonic() + max(0.0, crown_end - time.monotonic())
                                   / (n_layers - k))
         for i, nid, claim in failed:
@@ -299,10 +310,7 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
             # branch on the relaxed units of the layer's LP (one model, bound
             # changes only); with few inputs, fall back to splitting the box
             method = "bab"
-            search = ReluBranchAndBound(lp, {lp.node_vars[pre][i]: 1},
-                                        sense="max" if claim == "inactive" else "min",
-                                        deadline=t0 + time_limit, max_nodes=max_nodes)
-            tree = search.prove()
+            tree, search, _ = bab(i, nid, claim, time_limit, max_nodes)
             reason = f"bab: {search.reason}"
             nodes = search.nodes
             if tree is None and input_split and graph.input_size <= INPUT_SPLIT_MAX:
@@ -330,13 +338,41 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
     return out
 
 
-def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, *, deadline):
-    """Prove a layer's failed claims on pieces with exact CROWN; returns those still failing."""
+#: the piece prover pauses after this many pieces of a layer and lets branch and
+#: bound try the claims still open (at most :data:`_QUICK_BAB_SECONDS` each, and in
+#: all no longer than the pieces took so far), those whose relaxation is closest
+#: first: on small boxes the LP relaxation is tight and a few ReLU splits beat
+#: thousands of pieces (ACAS Xu 1_1/prop_3: 54 s -> 14 s); on large boxes the
+#: pieces win and branch and bound must not eat their budget
+_QUICK_BAB_AFTER = 128
+_QUICK_BAB_SECONDS = 2.0
+
+
+def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, bab, gap, *, deadline):
+    """Prove a layer's failed claims on pieces with exact CROWN (and, at a pause, brief
+    branch and bound); returns those still failing."""
     from .crown_split import prove_layer_by_pieces
     t0 = time.monotonic()
     claims = {nid: (i, claim) for i, nid, claim in failed}
+
+    def interlude(pending: set) -> set:
+        done = set()
+        stop = min(deadline, time.monotonic() + max(1.0, time.monotonic() - t0))
+        for nid in sorted(pending, key=lambda n: (gap[n], n)):
+            if time.monotonic() >= stop:
+                break
+            i, claim = claims[nid]
+            tree, search, dt = bab(i, nid, claim, max(0.0, min(_QUICK_BAB_SECONDS, stop - time.monotonic())),
+                                   2000)
+            if tree is not None:
+                out.proofs[nid] = ClaimProof(nid, claim, "proven", "bab", "0", time=dt, nodes=search.nodes,
+                                             proof=tree)
+                done.add(nid)
+        return done
+
     tree, proven, stats = prove_layer_by_pieces(graph, box, pre, claims, lemmas=lemmas, phase=phase,
-                                                deadline=deadline, max_pieces=max_pieces)
+                                                deadline=deadline, max_pieces=max_pieces,
+                                                interlude=interlude, interlude_at=_QUICK_BAB_AFTER)
     if proven:
         out.trees[pre] = {"claims": {n: list(claims[n]) for n in sorted(proven)}, "tree": tree,
                           "pieces": stats["pieces"]}
@@ -344,7 +380,7 @@ def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, *, dea
     for nid in proven:
         out.proofs[nid] = ClaimProof(nid, claims[nid][1], "proven", "crown-split", "0", time=dt / len(claims),
                                      nodes=stats["pieces"])
-    return [(i, nid, c) for i, nid, c in failed if nid not in proven]
+    return [(i, nid, c) for i, nid, c in failed if nid not in proven and nid not in stats["elsewhere"]]
 
 
 # -- re-checking -----------------------------------------------------------------------

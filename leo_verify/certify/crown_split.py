@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from fractions import Fraction
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -61,24 +61,32 @@ def _float_known(graph: Graph, lemmas: Mapping, phase: Mapping) -> dict:
 
 def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str, tuple[int, str]], *,
                           lemmas: Mapping, phase: Mapping, deadline: float,
-                          max_pieces: int = 2000) -> tuple[dict, set, dict]:
+                          max_pieces: int = 2000, interlude: Callable[[set], set] | None = None,
+                          interlude_at: int = 128) -> tuple[dict, set, dict]:
     """Prove ``claims`` (neuron id -> (row of ``pre``, claim)) on ``box`` piece by piece.
 
     Returns ``(tree, proven, stats)``.  Breadth first, so the budget is spread
     over all claims rather than spent on the hardest; a claim some piece shows
     to be *false* everywhere on it (rigorous float bound of the other sign) is
-    dropped at once.
+    dropped at once.  After ``interlude_at`` pieces, ``interlude`` is called
+    once with the claims still open and returns those it proved by other
+    means; the pieces stop working on them (``stats["elsewhere"]``).
     """
     from ..analysis.bounds import compute_bounds
     known = _float_known(graph, lemmas, phase)
     root: dict = {}
     queue = deque([(root, box.lower.astype(np.float64), box.upper.astype(np.float64), set(claims))])
     refuted: set = set()
+    elsewhere: set = set()
     unfinished: set = set()
     pieces = exact_calls = 0
     while queue:
+        if interlude is not None and pieces == interlude_at:
+            still = set().union(*(p for *_, p in queue)) - refuted - elsewhere
+            elsewhere |= interlude(still) & still
+            interlude = None
         node, lo, hi, pending = queue.popleft()
-        pending -= refuted
+        pending -= refuted | elsewhere
         if not pending:
             continue
         if pieces >= max_pieces or time.monotonic() > deadline:
@@ -102,7 +110,7 @@ def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str,
             if got:
                 node["settles"] = sorted(got)
             pending = pending - got
-        pending -= refuted
+        pending -= refuted | elsewhere
         if not pending:
             continue
         d = smear_dim(graph, pre, [claims[n][0] for n in sorted(pending)], lo, hi)
@@ -117,8 +125,9 @@ def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str,
         node["children"] = [left, right]
         queue.append((left, lo, hi1, set(pending)))
         queue.append((right, lo2, hi, set(pending)))
-    proven = set(claims) - refuted - unfinished
-    return root, proven, {"pieces": pieces, "exact": exact_calls, "refuted": sorted(refuted)}
+    proven = set(claims) - refuted - unfinished - elsewhere
+    return root, proven, {"pieces": pieces, "exact": exact_calls, "refuted": sorted(refuted),
+                          "elsewhere": sorted(elsewhere)}
 
 
 def check_layer_tree(graph: Graph, box: tuple, tree: dict, pre: str, claims: Mapping[str, tuple[int, str]], *,
