@@ -75,3 +75,20 @@ def extrema(graph, box):
 
     rec(0, {}, [], [])
     return {nid: tuple(v) for nid, v in best.items()}
+
+
+def abs_trick():
+    """``z = relu(x) - relu(-x) - x + 1/1024 = 1/1024 > 0`` on ``[-1, 1]``: ``relu1[0]`` is
+    stably active, but no relaxation over the whole box shows it (a split at 0 does)."""
+    from leo_verify.graph import Add, Affine, Graph, Input, Output, Relu
+    net = Graph(name="abs-trick")
+    net.add("x", Input(1))
+    net.add("fc0", Affine(np.array([[1.0], [-1.0]]), np.zeros(2)), ["x"])
+    net.add("relu0", Relu(["relu0[0]", "relu0[1]"]), ["fc0"])
+    net.add("fc1", Affine(np.array([[1.0, -1.0]]), np.array([2.0 ** -10])), ["relu0"])
+    net.add("skip", Affine(np.array([[-1.0]]), np.zeros(1)), ["x"])
+    net.add("z", Add(1), ["fc1", "skip"])
+    net.add("relu1", Relu(["relu1[0]"]), ["z"])
+    net.add("fc2", Affine(np.array([[1.0]]), np.zeros(1)), ["relu1"])
+    net.add("y", Output(1), ["fc2"])
+    return net.lint(where="test")

@@ -30,7 +30,7 @@ from leo_verify.passes.runner import compress_graph
 from leo_verify.semantics import evaluate_exact, evaluate_exact_all
 from leo_verify.testing import boxes, mlp, networks, points_in
 
-from groundtruth import extrema
+from groundtruth import abs_trick, extrema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "examples", "nets", "tiny_mlp.onnx")
@@ -374,20 +374,9 @@ def test_smt2_files_are_unsat_under_z3(tmp_path):
 def test_pieces_prove_what_the_whole_box_relaxation_cannot_and_recheck():
     from leo_verify.certify.pieces import check_pieces, prove_by_pieces
     import time as _time
-    # a = relu(x), b = relu(-x); z = a - b - x + 1/1024 = 1/1024 > 0 for every x (active),
-    # but the triangle relaxation over [-1, 1] allows z < 0 at x = 0
-    from leo_verify.graph import Add, Graph, Input, Output, Relu
-    net = Graph(name="abs-trick")
-    net.add("x", Input(1))
-    net.add("fc0", Affine(np.array([[1.0], [-1.0]]), np.zeros(2)), ["x"])
-    net.add("relu0", Relu(["relu0[0]", "relu0[1]"]), ["fc0"])
-    net.add("fc1", Affine(np.array([[1.0, -1.0]]), np.array([2.0 ** -10])), ["relu0"])
-    net.add("skip", Affine(np.array([[-1.0]]), np.zeros(1)), ["x"])
-    net.add("z", Add(1), ["fc1", "skip"])
-    net.add("relu1", Relu(["relu1[0]"]), ["z"])
-    net.add("fc2", Affine(np.array([[1.0]]), np.zeros(1)), ["relu1"])
-    net.add("y", Output(1), ["fc2"])
-    net.lint(where="test")
+    # z = relu(x) - relu(-x) - x + 1/1024 = 1/1024 > 0 for every x (active), but the
+    # triangle relaxation over [-1, 1] allows z < 0 at x = 0
+    net = abs_trick()
     box = Box(np.array([-1.0]), np.array([1.0]))
     claims = {"relu1[0]": "active"}
     whole = prove_claims(net, box, claims, time_limit=0.0, max_nodes=1)

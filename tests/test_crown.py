@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -18,12 +17,12 @@ from leo_verify.certify.crown import crown_bounds, preactivations
 from leo_verify.certify.crown_split import check_layer_tree, prove_layer_by_pieces
 from leo_verify.certify.intervals import node_bounds
 from leo_verify.domain import Box
-from leo_verify.graph import Add, Affine, Graph, Input, Output, Relu
+from leo_verify.graph import Affine
 from leo_verify.io import load
 from leo_verify.semantics import evaluate_exact_all
 from leo_verify.testing import boxes, networks
 
-from groundtruth import extrema
+from groundtruth import abs_trick, extrema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "examples", "nets", "digits", "digits_64x25x25x10_l1_1e-03.onnx")
@@ -89,24 +88,10 @@ def test_crown_is_as_tight_as_float_crown_on_a_trained_net():
 
 
 # -- piece trees -----------------------------------------------------------------------
-def _abs_trick() -> Graph:
-    # a = relu(x), b = relu(-x); z = a - b - x + 1/1024 = 1/1024 > 0 for every x:
-    # stably active, but no relaxation over [-1, 1] shows it (CROWN gives z >= -0.5 + ...)
-    net = Graph(name="abs-trick")
-    net.add("x", Input(1))
-    net.add("fc0", Affine(np.array([[1.0], [-1.0]]), np.zeros(2)), ["x"])
-    net.add("relu0", Relu(["relu0[0]", "relu0[1]"]), ["fc0"])
-    net.add("fc1", Affine(np.array([[1.0, -1.0]]), np.array([2.0 ** -10])), ["relu0"])
-    net.add("skip", Affine(np.array([[-1.0]]), np.zeros(1)), ["x"])
-    net.add("z", Add(1), ["fc1", "skip"])
-    net.add("relu1", Relu(["relu1[0]"]), ["z"])
-    net.add("fc2", Affine(np.array([[1.0]]), np.zeros(1)), ["relu1"])
-    net.add("y", Output(1), ["fc2"])
-    return net.lint(where="test")
 
 
 def test_piece_tree_proves_what_the_whole_box_cannot_and_is_rechecked():
-    net = _abs_trick()
+    net = abs_trick()
     box = Box(np.array([-1.0]), np.array([1.0]))
     whole = crown_bounds(net, _q(box))
     assert whole["z"][0].fraction(0) < 0  # the whole box does not show it
@@ -131,7 +116,7 @@ def test_piece_tree_proves_what_the_whole_box_cannot_and_is_rechecked():
 
 
 def test_a_false_claim_is_refuted_not_proven():
-    net = _abs_trick()
+    net = abs_trick()
     box = Box(np.array([-1.0]), np.array([1.0]))
     claims = {"relu1[0]": (0, "inactive")}  # false everywhere: z = 1/1024
     tree, proven, stats = prove_layer_by_pieces(net, box, "z", claims, lemmas={}, phase={},
@@ -168,7 +153,7 @@ def test_prove_claims_with_crown_pieces_never_proves_a_false_claim_and_rechecks(
 
 
 def test_crown_pieces_prove_a_deep_claim_end_to_end():
-    net = _abs_trick()
+    net = abs_trick()
     box = Box(np.array([-1.0]), np.array([1.0]))
     res = prove_claims(net, box, {"relu1[0]": "active"}, time_limit=0.0, max_nodes=1, input_split=False,
                        crown_budget=10.0)
@@ -221,7 +206,7 @@ def test_cli_compress_certifies_with_a_piece_tree_and_recheck_catches_tampering(
     import sys
     from leo_verify.io.onnx import save_onnx
     model = tmp_path / "abs_trick.onnx"
-    save_onnx(_abs_trick(), str(model), dtype="float64")
+    save_onnx(abs_trick(), str(model), dtype="float64")
     out = tmp_path / "out"
     cli = [sys.executable, "-m", "leo_verify"]
     p = subprocess.run(cli + ["compress", str(model), "--domain", "box:-1,1", "-o", str(out)],
@@ -248,7 +233,7 @@ def test_certify_api_uses_piece_trees_and_accepts_a_pieces_budget():
     # compress passes certify_options through to it
     from leo_verify.certify.certificate import certify
     from leo_verify.compress import compress
-    net = _abs_trick()
+    net = abs_trick()
     box = Box(np.array([-1.0]), np.array([1.0]))
     r = compress(net, box, certify=False)
     assert "relu1[0]" not in r.graph.neurons()  # folded: the analysis proved it active

@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import UnsupportedOp
 from ..graph import Graph
 from .exact import Q, int_matmul, limbs_of
-from .intervals import GRID_BITS, INTERVAL_OPS, _clip_phase, _round
+from .intervals import GRID_BITS, _clip_phase, _round, node_bounds
 
 __all__ = ["crown_bounds", "preactivations"]
 
@@ -206,43 +206,29 @@ def crown_bounds(graph: Graph, box: tuple, *, lemmas: Mapping | None = None,
     empty only if they are not); every pre-activation that is not an affine
     map of the input itself also gets the back-substitution bound.
     """
-    lemmas = lemmas or {}
-    ctx = {"phase": dict(phase or {})}
     pre = preactivations(graph)
     inp = graph.input_name
-    out: dict = {}
-    for name in graph.nodes():
+    phase = dict(phase or {})
+
+    def refine(name, lo, hi, out):
         op = graph.op(name)
-        args = graph.args(name)
-        if op.kind == "input":
-            lo, hi = Q.of(list(box[0])), Q.of(list(box[1]))
-        else:
-            fn = INTERVAL_OPS.get(op.kind)
-            if fn is None:
-                raise UnsupportedOp(f"node {name!r}: op {op.kind!r} has no exact interval rule")
-            lo, hi = fn(op, name, [out[a] for a in args], ctx)
-        if name in lemmas:
-            llo, lhi = lemmas[name]
-            lo, hi = lo.maximum(llo), hi.minimum(lhi)
-        if op.kind in ("affine", "add"):
-            lo, hi = _clip_phase(graph, name, lo, hi, ctx["phase"])
-        if name in pre and not (op.kind == "affine" and args[0] == inp):
-            # every unit that may be positive: unstable units for their
-            # relaxation, active ones because the next layer's *interval* uses
-            # their range (intervals over tight bounds can beat back-substitution);
-            # an inactive unit outputs 0 whatever its bounds
-            a, b, den = lo._align(hi)
-            rows = np.flatnonzero(b > 0)
-            if rows.size:
-                out[name] = (lo, hi)
-                clo, chi = _round(_backsub(graph, out, name, rows, upper=False),
-                                  _backsub(graph, out, name, rows, upper=True))
-                lo, hi = _round(lo, hi)
-                lnum, hnum = lo.num.copy(), hi.num.copy()
-                lnum[rows] = np.maximum(lnum[rows], clo.num)
-                hnum[rows] = np.minimum(hnum[rows], chi.num)
-                lo, hi = _clip_phase(graph, name, Q(lnum, lo.den), Q(hnum, hi.den), ctx["phase"])
+        if name not in pre or (op.kind == "affine" and graph.args(name)[0] == inp):
+            return lo, hi
+        # every unit that may be positive: unstable units for their
+        # relaxation, active ones because the next layer's *interval* uses
+        # their range (intervals over tight bounds can beat back-substitution);
+        # an inactive unit outputs 0 whatever its bounds
+        a, b, den = lo._align(hi)
+        rows = np.flatnonzero(b > 0)
+        if not rows.size:
+            return lo, hi
         out[name] = (lo, hi)
-        if name == upto:
-            break
-    return out
+        clo, chi = _round(_backsub(graph, out, name, rows, upper=False),
+                          _backsub(graph, out, name, rows, upper=True))
+        lo, hi = _round(lo, hi)
+        lnum, hnum = lo.num.copy(), hi.num.copy()
+        lnum[rows] = np.maximum(lnum[rows], clo.num)
+        hnum[rows] = np.minimum(hnum[rows], chi.num)
+        return _clip_phase(graph, name, Q(lnum, lo.den), Q(hnum, hi.den), phase)
+
+    return node_bounds(graph, box, lemmas=lemmas, phase=phase, upto=upto, refine=refine)

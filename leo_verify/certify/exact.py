@@ -204,12 +204,14 @@ class Q:
 _LIMB_MIN_WORK = 4096
 
 
-def _limbs(x: np.ndarray, bits: int, count: int) -> list:
+def _limbs(x: np.ndarray, bits: int) -> list:
     """``x`` (object ints) as ``sum_k limb_k 2^(bits k)``: float64 arrays of exact integers.
 
     Python's ``>>`` floors, so every limb but the top one is in ``[0, 2^bits)``
     and the top one carries the sign; all are below ``2^bits`` in magnitude.
     """
+    xmax = int(np.max(np.abs(x))) if x.size else 0
+    count = max(1, -(-(xmax.bit_length() + 1) // bits))
     mask = (1 << bits) - 1
     out = []
     for k in range(count):
@@ -228,8 +230,7 @@ def limb_bits(n: int) -> int:
 def limbs_of(b: np.ndarray, n: int) -> tuple[int, list]:
     """``b`` cut into limbs for :func:`int_matmul` with inner dimension ``<= n`` (cache it)."""
     bits = limb_bits(n)
-    bmax = int(np.max(np.abs(b))) if b.size else 0
-    return bits, _limbs(b, bits, max(1, -(-(bmax.bit_length() + 1) // bits)))
+    return bits, _limbs(b, bits)
 
 
 def int_matmul(a: np.ndarray, b: np.ndarray, *, b_limbs: tuple | None = None) -> np.ndarray:
@@ -250,10 +251,8 @@ def int_matmul(a: np.ndarray, b: np.ndarray, *, b_limbs: tuple | None = None) ->
     if b_limbs is None or b_limbs[0] > limb_bits(n):
         b_limbs = limbs_of(b, n)
     bits, lb = b_limbs
-    kb = len(lb)
-    amax = int(np.max(np.abs(a))) if a.size else 0
-    ka = max(1, -(-(amax.bit_length() + 1) // bits))
-    la = _limbs(a, bits, ka)
+    la = _limbs(a, bits)
+    ka, kb = len(la), len(lb)
     out = None
     for d in range(ka + kb - 1):
         acc = None

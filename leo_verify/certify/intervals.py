@@ -17,7 +17,7 @@ is re-checked against exactly the bounds it was built with.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -110,7 +110,8 @@ def _clip_phase(graph: Graph, name: str, lo: Q, hi: Q, phase: Mapping) -> tuple[
 
 
 def node_bounds(graph: Graph, box: tuple, *, lemmas: Mapping | None = None,
-                phase: Mapping | None = None, upto: str | None = None) -> dict:
+                phase: Mapping | None = None, upto: str | None = None,
+                refine: Callable | None = None) -> dict:
     """Exact bounds ``{node: (lo Q, hi Q)}`` of every node (in graph order, up to ``upto``).
 
     Parameters
@@ -119,6 +120,9 @@ def node_bounds(graph: Graph, box: tuple, *, lemmas: Mapping | None = None,
     lemmas : node -> (lo Q, hi Q) proven bounds, intersected in.
     phase : neuron id -> ``"active"`` | ``"inactive"``.
     upto : stop after this node.
+    refine : ``(name, lo, hi, bounds so far) -> (lo, hi)``, called for every
+        node after intervals, lemmas and phases (:func:`~.crown.crown_bounds`
+        tightens pre-activations with it); must return valid bounds.
 
     A bound may come out empty (``lo > hi``) under a branch's phase
     hypotheses: that branch is vacuous, which callers detect.
@@ -140,6 +144,8 @@ def node_bounds(graph: Graph, box: tuple, *, lemmas: Mapping | None = None,
             lo, hi = lo.maximum(llo), hi.minimum(lhi)
         if op.kind in ("affine", "add"):
             lo, hi = _clip_phase(graph, name, lo, hi, ctx["phase"])
+        if refine is not None:
+            lo, hi = refine(name, lo, hi, out)
         out[name] = (lo, hi)
         if name == upto:
             break
