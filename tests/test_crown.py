@@ -105,7 +105,9 @@ def test_piece_tree_proves_what_the_whole_box_cannot_and_is_rechecked():
     for mutate in (lambda t: t["split"].update(at="5"),
                    lambda t: t["children"].pop(),
                    lambda t: [c.pop("settles", None) for c in t["children"]],
-                   lambda t: t["split"].update(dim=3)):
+                   lambda t: t["split"].update(dim=3),
+                   lambda t: [c.update(settles=7) for c in t["children"]],  # malformed, not a crash
+                   lambda t: t.update(children="xy")):
         bad = json.loads(json.dumps(tree))
         mutate(bad)
         assert check_layer_tree(net, _q(box), bad, "z", claims, lemmas={}, phase={}) == set()
@@ -161,6 +163,10 @@ def test_crown_pieces_prove_a_deep_claim_end_to_end():
     verdict = recheck_claims(net, box, [p.to_json() for p in res.proofs.values()], res.lemmas,
                              trees=res.trees)
     assert verdict["relu1[0]"] is True and all(verdict.values())
+    # malformed trees (not a mapping, claims not a mapping) prove nothing, without a crash
+    claims_json = [p.to_json() for p in res.proofs.values()]
+    for bad in (["z"], {"z": {"claims": 5, "tree": 3}}, {"z": {"claims": {"relu1[0]": [0, "active"]}, "tree": []}}):
+        assert recheck_claims(net, box, claims_json, res.lemmas, trees=bad)["relu1[0]"] is False
     # the same claim without a budget stays open (branch and bound has no nodes)
     res0 = prove_claims(net, box, {"relu1[0]": "active"}, time_limit=0.0, max_nodes=1, input_split=False)
     assert res0.proofs["relu1[0]"].status == "open"

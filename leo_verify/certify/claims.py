@@ -447,7 +447,7 @@ def recheck_claims(graph: Graph, box: Box, claims_json: list, lemmas_json: list,
     ``"crown-split"`` (:func:`~.crown_split.check_layer_tree`).
     """
     from .crown_split import check_layer_tree
-    trees = trees or {}
+    trees = trees if isinstance(trees, Mapping) else {}  # a malformed certificate proves nothing
     box_q = box.exact_bounds()
     by_node: dict = {}
     for lem in lemmas_json:

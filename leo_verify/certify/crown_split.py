@@ -143,7 +143,8 @@ def check_layer_tree(graph: Graph, box: tuple, tree: dict, pre: str, claims: Map
         if not isinstance(node, dict):
             uncovered |= pending
             continue
-        settles = set(node.get("settles", ())) & pending
+        settles = node.get("settles", [])
+        settles = {n for n in settles if isinstance(n, str)} & pending if isinstance(settles, list) else set()
         if settles:
             b = crown_bounds(graph, (lo, hi), lemmas=lemmas, phase=phase, upto=pre)
             pending = pending - _settled(b, pre, claims, settles)
