@@ -73,7 +73,10 @@ def _run(args) -> int:
     out = args.output
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"output {out!r} exists and is not a folder")
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:  # a parent is a regular file, read-only, too long a name, ...
+        raise OutputError(f"cannot create the output folder {out!r}: {exc.strerror or exc}") from None
     # one run per output folder: a second run on OUT/ fails at once (OutputError,
     # naming the holder's pid) instead of interleaving its files with ours
     with folder_lock(out):
@@ -148,10 +151,46 @@ def _recheck_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def _failed_pages(out: str, why: str) -> None:
+    """report.html / report.md that say NOT CERTIFIED when the files cannot even be read."""
+    import html
+
+    from .report import HTML_NAME, MD_NAME, write_text
+    text = f"recheck could not read this folder: {why}"
+    write_text(os.path.join(out, MD_NAME), f"# leo-verify: NOT CERTIFIED\n\n**NOT CERTIFIED**: {text}\n")
+    write_text(os.path.join(out, HTML_NAME),
+               "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\""
+               "Content-Security-Policy\" content=\"default-src 'none'\"><title>NOT CERTIFIED</title></head>"
+               f"<body><h1>NOT CERTIFIED</h1><p>{html.escape(text)}</p></body></html>\n")
+
+
 def _recheck_run(args) -> int:
-    from .certify.proofs import recheck
-    summary = recheck(args.folder, model=args.model, smt=args.smt, smt_timeout=args.smt_timeout,
-                      log=(lambda *a: None) if args.json else print)
+    from .errors import DataError, InputFileError
+    from .kernel.recheck import recheck
+    out = args.folder
+    if not os.path.isdir(out):
+        raise InputFileError(f"output folder {out!r} does not exist" if not os.path.exists(out)
+                             else f"{out!r} is not a folder")
+    log = (lambda *a: None) if args.json else print
+    try:
+        summary = recheck(out, model=args.model, log=log)
+    except DataError as e:
+        _failed_pages(out, str(e))
+        raise
+    if args.smt and summary["verdict"] == "certified":
+        # z3 is a prover, not part of the kernel: it can only fail a recheck
+        from .certify.proofs import run_smt2
+        from .util import read_json
+        doc = read_json(os.path.join(out, "proofs", "certificate.json"), what="certificate", error=DataError)
+        results, counts = run_smt2(out, doc, timeout=args.smt_timeout)
+        summary["checked"] += len(results)
+        summary["failed"].update({k: v[1] for k, v in results.items() if not v[0]})
+        summary["smt2"] = counts
+        if summary["failed"]:
+            summary["verdict"] = "not certified"
+    from .report import read_certificate, read_report, write_reports
+    report = read_report(out)
+    write_reports(out, report, read_certificate(out, report), recheck=summary)
     if args.json:
         print(json.dumps(summary, indent=1, sort_keys=True))
     else:
@@ -160,7 +199,8 @@ def _recheck_run(args) -> int:
         for k, why in list(summary["failed"].items())[:20]:
             print(f"  FAILED {k}: {why}")
         if "smt2" in summary:
-            print(f"  smt2: " + ", ".join(f"{v} {k}" for k, v in sorted(summary["smt2"].items())))
+            print("  smt2: " + ", ".join(f"{v} {k}" for k, v in sorted(summary["smt2"].items())))
+        print(f"  report.html / report.md re-rendered with this result")
     return 0 if summary["verdict"] == "certified" else 2
 
 

@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 from leo_verify.analysis import analyze
 from leo_verify.analysis.witness import neuron_index
 from leo_verify.certify.certificate import certify
-from leo_verify.certify.claims import prove_claims, recheck_claims
-from leo_verify.certify.deviation import check_rounding, deviation_bound
-from leo_verify.certify.exact import Q, round_out
-from leo_verify.certify.identity import check_identity
+from leo_verify.certify.claims import prove_claims
+from leo_verify.kernel.claims import check_piece_tree, recheck_claims
+from leo_verify.kernel.deviation import check_rounding, deviation_bound
+from leo_verify.kernel.exact import Q, round_out
+from leo_verify.kernel.identity import check_identity
 from leo_verify.certify.lp import build_lp, verify_multipliers
-from leo_verify.certify.intervals import fraction_lists, node_bounds
+from leo_verify.kernel.intervals import fraction_lists, node_bounds
 from leo_verify.certify.z3enc import encode_prefix
 from leo_verify.domain import Box
 from leo_verify.graph import Affine
@@ -68,7 +69,7 @@ def test_q_matches_fractions(a, b):
 def test_limb_matmul_is_exact(r, n, m, abits, bbits, vector):
     # the float64-limb product must equal Python's integer arithmetic exactly
     import random
-    from leo_verify.certify.exact import int_matmul
+    from leo_verify.kernel.exact import int_matmul
     rnd = random.Random(r * n * m)
     a = np.array([[rnd.randint(-(1 << abits), 1 << abits) for _ in range(n)] for _ in range(r)], dtype=object)
     b = np.array([[rnd.randint(-(1 << bbits), 1 << bbits) for _ in range(m)] for _ in range(n)], dtype=object)
@@ -127,7 +128,7 @@ def test_claims_proofs_are_sound_and_rechecked(net, data):
         if p.claim == "active" and zmin < -1e-9:
             assert evaluate_exact_all(net, xmin)[pre][row] >= 0, ("false active claim proven", nid)
     # recheck agrees with the prover, from the JSON alone
-    verdict = recheck_claims(net, box, [p.to_json() for p in res.proofs.values()], res.lemmas)
+    verdict = recheck_claims(net, box.exact_bounds(), [p.to_json() for p in res.proofs.values()], res.lemmas)
     assert all(verdict[n] for n, p in res.proofs.items() if p.status == "proven")
     assert all(v for k, v in verdict.items() if k.startswith("lemma:"))
 
@@ -213,7 +214,7 @@ def test_deviation_bound_holds_exactly(net, data):
         op = emitted.op(name)
         if op.kind == "affine":
             emitted.replace(name, Affine((op.weight * 1.001).astype(np.float32).astype(np.float64), op.bias))
-    eps, why = deviation_bound(net, emitted, box)
+    eps, why = deviation_bound(net, emitted, box.exact_bounds())
     assert eps is not None, why
     for _ in range(10):
         x = data.draw(points_in(box))
@@ -372,7 +373,7 @@ def test_smt2_files_are_unsat_under_z3(tmp_path):
 
 # -- claims proven piece by piece -----------------------------------------------------
 def test_pieces_prove_what_the_whole_box_relaxation_cannot_and_recheck():
-    from leo_verify.certify.pieces import check_pieces, prove_by_pieces
+    from leo_verify.certify.pieces import prove_by_pieces
     import time as _time
     # z = relu(x) - relu(-x) - x + 1/1024 = 1/1024 > 0 for every x (active), but the
     # triangle relaxation over [-1, 1] allows z < 0 at x = 0
@@ -384,12 +385,12 @@ def test_pieces_prove_what_the_whole_box_relaxation_cannot_and_recheck():
     tree, got = prove_by_pieces(net, box, claims, claims, deadline=_time.monotonic() + 30, time_limit=0.0,
                                 max_nodes=1)
     assert got == {"relu1[0]"}
-    assert check_pieces(net, tree, box) == {"relu1[0]"}
+    assert check_piece_tree(net, tree, box.exact_bounds(), claims) == {"relu1[0]"}
     assert "split" in tree and tree["proves"] == []
     # tampering: a split point outside the piece, or a multiplier changed, proves nothing
     bad = json.loads(json.dumps(tree))
     bad["split"]["at"] = "5"
-    assert check_pieces(net, bad, box) == set()
+    assert check_piece_tree(net, bad, box.exact_bounds(), claims) == set()
 
 
 def test_package_compress_can_be_called_twice():

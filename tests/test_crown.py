@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from leo_verify.analysis.bounds import compute_bounds
 from leo_verify.analysis.witness import neuron_index
-from leo_verify.certify.claims import prove_claims, recheck_claims
-from leo_verify.certify.crown import crown_bounds, preactivations
-from leo_verify.certify.crown_split import check_layer_tree, prove_layer_by_pieces
-from leo_verify.certify.intervals import node_bounds
+from leo_verify.certify.claims import prove_claims
+from leo_verify.kernel.claims import check_crown_tree as check_layer_tree, recheck_claims
+from leo_verify.kernel.crown import crown_bounds, preactivations
+from leo_verify.certify.crown_split import prove_layer_by_pieces
+from leo_verify.kernel.intervals import node_bounds
 from leo_verify.domain import Box
 from leo_verify.graph import Affine
 from leo_verify.io import load
@@ -146,11 +147,11 @@ def test_prove_claims_with_crown_pieces_never_proves_a_false_claim_and_rechecks(
             assert evaluate_exact_all(net, xmin)[pre][row] >= 0, ("false active claim proven", nid)
     claims_json = json.loads(json.dumps([p.to_json() for p in res.proofs.values()]))
     trees = json.loads(json.dumps(res.trees))
-    verdict = recheck_claims(net, box, claims_json, res.lemmas, trees=trees)
+    verdict = recheck_claims(net, _q(box), claims_json, res.lemmas, trees=trees)
     assert all(verdict[n] for n, p in res.proofs.items() if p.status == "proven")
     if any(p.method == "crown-split" for p in res.proofs.values()):
         # without the trees those claims do not check
-        bare = recheck_claims(net, box, claims_json, res.lemmas)
+        bare = recheck_claims(net, _q(box), claims_json, res.lemmas)
         assert not all(bare[n] for n, p in res.proofs.items() if p.method == "crown-split")
 
 
@@ -160,13 +161,13 @@ def test_crown_pieces_prove_a_deep_claim_end_to_end():
     res = prove_claims(net, box, {"relu1[0]": "active"}, time_limit=0.0, max_nodes=1, input_split=False,
                        crown_budget=10.0)
     assert res.proofs["relu1[0]"].status == "proven" and res.proofs["relu1[0]"].method == "crown-split"
-    verdict = recheck_claims(net, box, [p.to_json() for p in res.proofs.values()], res.lemmas,
+    verdict = recheck_claims(net, _q(box), [p.to_json() for p in res.proofs.values()], res.lemmas,
                              trees=res.trees)
     assert verdict["relu1[0]"] is True and all(verdict.values())
     # malformed trees (not a mapping, claims not a mapping) prove nothing, without a crash
     claims_json = [p.to_json() for p in res.proofs.values()]
     for bad in (["z"], {"z": {"claims": 5, "tree": 3}}, {"z": {"claims": {"relu1[0]": [0, "active"]}, "tree": []}}):
-        assert recheck_claims(net, box, claims_json, res.lemmas, trees=bad)["relu1[0]"] is False
+        assert recheck_claims(net, _q(box), claims_json, res.lemmas, trees=bad)["relu1[0]"] is False
     # the same claim without a budget stays open (branch and bound has no nodes)
     res0 = prove_claims(net, box, {"relu1[0]": "active"}, time_limit=0.0, max_nodes=1, input_split=False)
     assert res0.proofs["relu1[0]"].status == "open"

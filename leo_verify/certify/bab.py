@@ -22,9 +22,9 @@ from typing import Mapping
 
 import numpy as np
 
-from .exact import Q, fraction_str
+from ..kernel.exact import Q, fraction_str
 from ..analysis.backends import highs_time_limit
-from .lp import LinearProgram, _floats, _objective, _strs, fixings, verify_multipliers
+from .lp import LinearProgram, _floats, _objective, _strs, fixings, highs_model, verify_multipliers
 
 __all__ = ["ReluBranchAndBound"]
 
@@ -52,7 +52,7 @@ class ReluBranchAndBound:
         self.nodes = 0
         self.lps = 0
         self.reason = ""
-        h = self.h = lp.highs()
+        h = self.h = highs_model(lp)
         n = lp.num_vars
         self._cols = np.arange(n, dtype=np.int32)
         self._rows = np.arange(lp.num_rows, dtype=np.int32)

@@ -16,7 +16,8 @@ For each ReLU layer, in graph order:
 Nothing is taken from the float analysis except *which* claims to prove.  A
 claim that runs out of time or nodes stays ``open`` and its unit is treated
 as unstable by every later proof.  The proof data (lemmas, multipliers,
-trees) is JSON; :func:`recheck_claims` re-verifies it from the network alone.
+trees) is JSON; the checker kernel (:func:`leo_verify.kernel.claims.recheck_claims`)
+re-verifies it from the network alone.
 """
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ import numpy as np
 
 from ..domain import Box
 from ..graph import Graph
-from .exact import Q, fraction_str, round_out
-from .intervals import empty, node_bounds
+from ..kernel.exact import Q, fraction_str, round_out
+from ..kernel.intervals import empty, node_bounds
 from .bab import ReluBranchAndBound
-from .lp import bound_from_multipliers, build_lp, lp_bound
+from ..kernel.claims import holds as _holds, split_children as _children
+from .lp import build_lp, lp_bound
 
-__all__ = ["ClaimProof", "ClaimsResult", "prove_claims", "recheck_claims", "INPUT_SPLIT_MAX"]
+__all__ = ["ClaimProof", "ClaimsResult", "prove_claims", "INPUT_SPLIT_MAX"]
 
 #: split the input box (rather than ReLU phases) when there are at most this many inputs
 INPUT_SPLIT_MAX = 16
@@ -80,10 +82,6 @@ class ClaimsResult:
 def _layers(graph: Graph):
     for relu, op in graph.relus():
         yield relu, op, graph.args(relu)[0]
-
-
-def _holds(claim: str, lo: Fraction, hi: Fraction) -> bool:
-    return hi <= 0 if claim == "inactive" else lo >= 0
 
 
 def _sensitivity(graph: Graph, pre: str, row: int, phase: Mapping) -> np.ndarray:
@@ -191,19 +189,6 @@ class _Search:
             if score > best_score:
                 best, best_score = nid, score
         return None if best is None else {"kind": "relu", "neuron": best}
-
-
-def _children(split: dict, box, fix):
-    if split["kind"] == "input":
-        d, at = split["dim"], Fraction(split["at"])
-        lo, hi = list(box[0]), list(box[1])
-        left_hi = hi.copy()
-        left_hi[d] = at
-        right_lo = lo.copy()
-        right_lo[d] = at
-        return [((lo, left_hi), fix), ((right_lo, hi), fix)]
-    nid = split["neuron"]
-    return [(box, {**fix, nid: "active"}), (box, {**fix, nid: "inactive"})]
 
 
 def _tighten(lp, zs, i, lo_i, hi_i, want_lo, want_hi):
@@ -381,131 +366,3 @@ def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, bab, g
         out.proofs[nid] = ClaimProof(nid, claims[nid][1], "proven", "crown-split", "0", time=dt / len(claims),
                                      nodes=stats["pieces"])
     return [(i, nid, c) for i, nid, c in failed if nid not in proven and nid not in stats["elsewhere"]]
-
-
-# -- re-checking -----------------------------------------------------------------------
-def _check_bab(lp, tree, fix, z, claim) -> bool:
-    """Re-check a ReLU branch-and-bound tree on the layer LP ``lp``."""
-    if "split" in tree:
-        split = tree["split"]
-        if split.get("kind") != "relu" or split.get("neuron") not in lp.units or \
-                split["neuron"] in fix or len(tree.get("children", ())) != 2:
-            return False
-        nid = split["neuron"]
-        return all(_check_bab(lp, t, {**fix, nid: p}, z, claim)
-                   for t, p in zip(tree["children"], ("active", "inactive")))
-    kind = tree.get("proof")
-    if kind == "infeasible":
-        return bound_from_multipliers(lp, {}, sense="feasibility", multipliers=tree["multipliers"],
-                                      fix=fix) > 0
-    if kind == "lp-dual":
-        sense = "max" if claim == "inactive" else "min"
-        bound = bound_from_multipliers(lp, {z: 1}, sense=sense, multipliers=tree["multipliers"], fix=fix)
-        return _holds(claim, bound, bound)
-    return False
-
-
-def _check_tree(graph, tree, box, fix, lemmas, phase, pre, row, claim) -> bool:
-    if "split" in tree:
-        split = tree["split"]
-        kids = _children(split, box, fix)
-        if split["kind"] == "input":
-            d, at = split["dim"], Fraction(split["at"])
-            if not (0 <= d < len(box[0]) and box[0][d] <= at <= box[1][d]):
-                return False
-        if len(kids) != len(tree["children"]):
-            return False
-        return all(_check_tree(graph, t, cb, cf, lemmas, phase, pre, row, claim)
-                   for t, (cb, cf) in zip(tree["children"], kids))
-    ph = {**phase, **fix}
-    b = node_bounds(graph, box, lemmas=lemmas, phase=ph, upto=pre)
-    kind = tree.get("proof")
-    if kind == "empty":
-        return empty(b)
-    lo, hi = b[pre]
-    if kind == "interval":
-        return _holds(claim, lo.fraction(row), hi.fraction(row))
-    lp = build_lp(graph, box, b, upto=pre, phase=ph)
-    if kind == "infeasible":
-        return bound_from_multipliers(lp, {}, sense="feasibility", multipliers=tree["multipliers"]) > 0
-    if kind == "lp-dual":
-        z = lp.node_vars[pre][row]
-        sense = "max" if claim == "inactive" else "min"
-        bound = bound_from_multipliers(lp, {z: 1}, sense=sense, multipliers=tree["multipliers"])
-        return _holds(claim, bound, bound)
-    return False
-
-
-def recheck_claims(graph: Graph, box: Box, claims_json: list, lemmas_json: list,
-                   trees: Mapping | None = None) -> dict:
-    """Re-verify stored claim proofs and lemmas from the network alone.
-
-    Returns neuron id -> ``True`` (its proof checks) / ``False``, and for each
-    stored lemma ``"lemma:<node>[<i>]:<side>"`` -> ``True``/``False``.  A lemma
-    that fails is dropped (later proofs that needed it then fail too).
-    ``trees``: pre-activation node -> piece tree of the claims proven by
-    ``"crown-split"`` (:func:`~.crown_split.check_layer_tree`).
-    """
-    from .crown_split import check_layer_tree
-    trees = trees if isinstance(trees, Mapping) else {}  # a malformed certificate proves nothing
-    box_q = box.exact_bounds()
-    by_node: dict = {}
-    for lem in lemmas_json:
-        by_node.setdefault(lem["node"], []).append(lem)
-    claims = {c["neuron"]: c for c in claims_json}
-    lemmas: dict = {}
-    phase: dict = {}
-    verdict: dict = {}
-    for relu, op, pre in _layers(graph):
-        b = node_bounds(graph, box_q, lemmas=lemmas, phase=phase, upto=pre)
-        lo, hi = b[pre]
-        lof, hif = list(lo.fractions()), list(hi.fractions())
-        lp = None
-        if by_node.get(pre) or any(claims.get(n, {}).get("method") == "bab" for n in op.neurons):
-            lp = build_lp(graph, box_q, b, upto=pre, phase=phase)
-        for lem in by_node.get(pre, []):
-            i, val = int(lem["index"]), Fraction(lem["value"])
-            z = lp.node_vars[pre][i]
-            if lem["side"] == "upper":
-                bound = bound_from_multipliers(lp, {z: 1}, sense="max", multipliers=lem["multipliers"])
-                ok = bound <= val
-                if ok:
-                    hif[i] = min(hif[i], val)
-            else:
-                bound = bound_from_multipliers(lp, {z: 1}, sense="min", multipliers=lem["multipliers"])
-                ok = bound >= val
-                if ok:
-                    lof[i] = max(lof[i], val)
-            verdict[f"lemma:{pre}[{i}]:{lem['side']}"] = ok
-        lemmas[pre] = (Q.of(lof), Q.of(hif))
-        by_tree: set = set()
-        if isinstance(trees.get(pre), dict):
-            rec = trees[pre]
-            try:
-                tclaims = {n: (int(r), str(c)) for n, (r, c) in rec["claims"].items()
-                           if n in op.neurons and op.neurons.index(n) == int(r) and c in ("active", "inactive")}
-            except (KeyError, TypeError, ValueError, AttributeError):
-                tclaims = {}
-            by_tree = check_layer_tree(graph, box_q, rec.get("tree"), pre, tclaims, lemmas=lemmas, phase=phase)
-        layer_ok = {}
-        for i, nid in enumerate(op.neurons):
-            c = claims.get(nid)
-            if c is None or c.get("status") != "proven":
-                continue
-            claim = c["claim"]
-            if c["method"] in ("interval", "lp-dual"):
-                ok = _holds(claim, lof[i], hif[i])
-            elif c["method"] == "split" and c.get("proof"):
-                ok = _check_tree(graph, c["proof"], box_q, {}, lemmas, phase, pre, i, claim)
-            elif c["method"] == "bab" and c.get("proof"):
-                ok = _check_bab(lp, c["proof"], {}, lp.node_vars[pre][i], claim)
-            elif c["method"] == "crown-split":
-                ok = nid in by_tree and trees[pre]["claims"][nid][1] == claim
-            else:
-                ok = False
-            layer_ok[nid] = ok
-        verdict.update(layer_ok)
-        for nid, ok in layer_ok.items():
-            if ok:
-                phase[nid] = claims[nid]["claim"]
-    return verdict

@@ -4,7 +4,8 @@ The float analysis proves deep ACAS Xu claims this way (``analysis/split.py``);
 here every piece that settles a claim is bounded *exactly*
 (:func:`~.crown.crown_bounds`), so the proof is a tree of boxes and nothing
 else: a re-checker follows the splits and recomputes the bound wherever the
-tree says a claim is settled.  Float CROWN (rigorous, but float) only steers:
+tree says a claim is settled
+(:func:`leo_verify.kernel.claims.check_crown_tree`).  Float CROWN (rigorous, but float) only steers:
 it says where exact bounds are worth computing and which pieces are hopeless.
 
 Semantics of a tree: a node is a box; ``settles`` lists the claims the exact
@@ -28,11 +29,11 @@ import numpy as np
 from ..domain import Box
 from ..graph import Graph
 from ..analysis.split import smear_dim
-from .claims import _holds
-from .crown import crown_bounds
-from .exact import fraction_str
+from ..kernel.claims import holds as _holds
+from ..kernel.crown import crown_bounds
+from ..kernel.exact import fraction_str
 
-__all__ = ["prove_layer_by_pieces", "check_layer_tree"]
+__all__ = ["prove_layer_by_pieces"]
 
 
 def _settled(bounds, pre: str, rows: Mapping, pending) -> set:
@@ -128,42 +129,3 @@ def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str,
     proven = set(claims) - refuted - unfinished - elsewhere
     return root, proven, {"pieces": pieces, "exact": exact_calls, "refuted": sorted(refuted),
                           "elsewhere": sorted(elsewhere)}
-
-
-def check_layer_tree(graph: Graph, box: tuple, tree: dict, pre: str, claims: Mapping[str, tuple[int, str]], *,
-                     lemmas: Mapping, phase: Mapping) -> set:
-    """Re-verify a piece tree from the network alone; returns the claims it proves on ``box``.
-
-    ``box`` is ``(lo, hi)`` lists of Fractions.  Malformed trees prove nothing.
-    """
-    uncovered: set = set()
-    stack = [(tree, list(box[0]), list(box[1]), set(claims))]
-    while stack:
-        node, lo, hi, pending = stack.pop()
-        if not isinstance(node, dict):
-            uncovered |= pending
-            continue
-        settles = node.get("settles", [])
-        settles = {n for n in settles if isinstance(n, str)} & pending if isinstance(settles, list) else set()
-        if settles:
-            b = crown_bounds(graph, (lo, hi), lemmas=lemmas, phase=phase, upto=pre)
-            pending = pending - _settled(b, pre, claims, settles)
-        if not pending:
-            continue
-        split, kids = node.get("split"), node.get("children")
-        if not isinstance(split, dict) or not isinstance(kids, list) or len(kids) != 2:
-            uncovered |= pending
-            continue
-        try:
-            d, at = int(split["dim"]), Fraction(split["at"])
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            uncovered |= pending
-            continue
-        if not (0 <= d < len(lo) and lo[d] < at < hi[d]):
-            uncovered |= pending
-            continue
-        hi1, lo2 = list(hi), list(lo)
-        hi1[d] = lo2[d] = at
-        stack.append((kids[0], lo, hi1, set(pending)))
-        stack.append((kids[1], lo2, hi, set(pending)))
-    return set(claims) - uncovered

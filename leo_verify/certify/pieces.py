@@ -10,7 +10,8 @@ halved again (along the input with the largest width x sensitivity).
 A claim is proven on the box when, on every root-to-leaf path of the piece
 tree, some piece proves it.  The tree is JSON: each node holds its box (exact
 strings), the claims it proves, and that piece's full proof data (claims and
-lemmas), which :func:`~.claims.recheck_claims` re-verifies on that piece alone.
+lemmas), which the checker kernel (:func:`leo_verify.kernel.claims.check_piece_tree`)
+re-verifies on that piece alone, in the direction of the claim it stands for.
 """
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ import numpy as np
 
 from ..domain import Box
 from ..graph import Graph
-from .claims import _sensitivity, prove_claims, recheck_claims
-from .exact import fraction_str
+from .claims import _sensitivity, prove_claims
+from ..kernel.exact import fraction_str
 
-__all__ = ["prove_by_pieces", "check_pieces"]
+__all__ = ["prove_by_pieces", "prove_claims_with_pieces"]
 
 
 def _split(graph: Graph, box: Box, needed: Mapping[str, str]) -> tuple[int, float]:
@@ -85,28 +86,6 @@ def prove_by_pieces(graph: Graph, box: Box, claims: Mapping[str, str], needed: M
 
     tree, proven = node(box, dict(needed), 0)
     return tree, proven
-
-
-def check_pieces(graph: Graph, tree: dict, box: Box) -> set:
-    """Re-verify a piece tree; returns the claims it proves on ``box``."""
-    lo = [Fraction(v) for v in tree["lower"]]
-    hi = [Fraction(v) for v in tree["upper"]]
-    if lo != [Fraction(float(v)) for v in box.lower] or hi != [Fraction(float(v)) for v in box.upper]:
-        return set()
-    verdict = recheck_claims(graph, box, tree["claims"], tree["lemmas"])
-    here = {n for n in tree["proves"] if verdict.get(n)}
-    if "split" in tree and len(tree.get("children", ())) == 2:
-        d, at = int(tree["split"]["dim"]), Fraction(tree["split"]["at"])
-        if not (0 <= d < box.size and Fraction(float(box.lower[d])) < at < Fraction(float(box.upper[d]))
-                and float(at) == at):
-            return here
-        left_hi, right_lo = box.upper.copy(), box.lower.copy()
-        left_hi[d] = float(at)
-        right_lo[d] = float(at)
-        a = check_pieces(graph, tree["children"][0], Box(box.lower.copy(), left_hi, source="piece"))
-        b = check_pieces(graph, tree["children"][1], Box(right_lo, box.upper.copy(), source="piece"))
-        here |= a & b
-    return here
 
 
 def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 5.0,

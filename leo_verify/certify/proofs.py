@@ -2,7 +2,7 @@
 
 ``OUT/proofs/`` holds everything an auditor needs besides the two networks:
 
-``certificate.json``   schema :data:`~.certificate.CERT_SCHEMA`: the hashes of the
+``certificate.json``   schema ``leo_verify/kernel/schemas/certificate.schema.json``: the hashes of the
                        original and emitted networks, the domain (exact), every
                        obligation, the stability proofs (interval / LP multipliers
                        / branch-and-bound trees / piece trees), the bound lemmas
@@ -16,31 +16,27 @@
                        expected answer ``unsat``: ``z3 FILE`` re-checks it with
                        no leo_verify code involved.
 
-:func:`recheck` re-runs every obligation from the files alone: hashes, the
-stability proofs (exact weak duality for each stored multiplier vector; exact
-CROWN bounds recomputed on every piece of a piece tree), the
-rewrite identity, rounding and eps; with ``smt=True`` also z3 on every
-``.smt2`` file.
+The checker kernel (:func:`leo_verify.kernel.recheck.recheck`) re-runs every
+obligation from the files alone; :func:`run_smt2` additionally runs z3 on the
+``.smt2`` files (a prover, so it lives here and can only *fail* a recheck).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import time
-from fractions import Fraction
-
-import numpy as np
 
 from ..domain import Box
-from ..errors import DataError
-from ..graph import Affine, Graph
-from ..util import atomic_write_text, read_json, sha256_file
-from .certificate import CERT_SCHEMA, CERTIFIED, NOT_CERTIFIED, Certificate
-from .exact import Q, fraction_str
-from .intervals import fraction_lists, node_bounds
+from ..graph import Graph
+from ..kernel.exact import fraction_str
+from ..kernel.intervals import fraction_lists, node_bounds
+from ..util import atomic_write_text, sha256_file
+from .certificate import CERT_SCHEMA, Certificate
 from .z3enc import claim_query, to_smt2
 
-__all__ = ["write_proofs", "recheck", "exact_weights_json", "graph_with_exact_weights"]
+__all__ = ["write_proofs", "exact_weights_json", "smt2_name", "run_smt2"]
 
 
 def exact_weights_json(graph: Graph) -> list:
@@ -55,20 +51,17 @@ def exact_weights_json(graph: Graph) -> list:
     return out
 
 
-def graph_with_exact_weights(structure: Graph, weights: list, *, where: str) -> Graph:
-    """``structure`` (e.g. read from the emitted ONNX) with the certificate's exact weights."""
-    g = structure.copy()
-    affines = [n for n in g.nodes() if g.op(n).kind == "affine"]
-    if len(affines) != len(weights):
-        raise DataError(f"{where}: {len(weights)} exact affine layers, the network has {len(affines)}")
-    for name, rec in zip(affines, weights):
-        w = np.array([[Fraction(v) for v in row] for row in rec["weight"]], dtype=object)
-        b = np.array([Fraction(v) for v in rec["bias"]], dtype=object)
-        if w.shape != g.op(name).weight.shape:
-            raise DataError(f"{where}: exact weights of {rec['node']!r} have shape {w.shape}, "
-                            f"node {name!r} has {g.op(name).weight.shape}")
-        g.replace(name, Affine.from_rational(w.reshape(g.op(name).weight.shape), b))
-    return g
+def smt2_name(nid: str) -> str:
+    """A safe, unique file name for the SMT-LIB file of neuron ``nid``.
+
+    Node names come from the model file (TensorFlow exports use ``/``; a hostile
+    file may use ``..``, ``:``, NUL, 300 characters or any unicode): only
+    ``[A-Za-z0-9_-]`` of the name is kept (at most 60 characters), followed by
+    a hash of the whole id, so distinct ids never share a file.
+    """
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", nid).strip("_")[:60] or "unit"
+    digest = hashlib.sha256(nid.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"claim_{stem}_{digest}.smt2"
 
 
 def _layer_of(graph: Graph) -> dict:
@@ -99,7 +92,7 @@ def _smt2_files(folder: str, original: Graph, box: Box, cert: Certificate, lemma
         b = node_bounds(original, box_q, lemmas=lem, phase=phase, upto=pre)
         s = claim_query(original, box_q, bounds=fraction_lists(b), phase=phase, pre=pre, row=row,
                         claim=c["claim"], relax=c["method"] == "lp-dual")
-        name = f"claim_{nid.replace('[', '_').replace(']', '')}.smt2"
+        name = smt2_name(nid)
         text = to_smt2(s, comment=f"leo_verify obligation stability:{nid}: the negation of "
                                   f"'{nid} is stably {c['claim']}' over the domain; "
                                   f"{'triangle relaxation (no case split)' if c['method'] == 'lp-dual' else 'exact ReLU semantics'}",
@@ -112,6 +105,14 @@ def _smt2_files(folder: str, original: Graph, box: Box, cert: Certificate, lemma
 def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed: Graph, box: Box,
                  model_sha: str | None, emitted: dict, lemma_bounds: dict, smt2: bool = True) -> str:
     """Write ``out_dir/proofs/`` (see the module docstring); returns the folder."""
+    from ..errors import DataError
+    from ..kernel.binding import plain_name
+    if not isinstance(model_sha, str) or len(model_sha) != 64:
+        raise DataError("a certificate needs the sha256 of the original model file")
+    bad = [n for n in emitted if not plain_name(n) or not n.startswith("compressed.")]
+    if bad:
+        raise DataError(f"emitted file {bad[0]!r}: certificates name emitted files by plain "
+                        f"'compressed.<ext>' names inside the output folder")
     folder = os.path.join(out_dir, "proofs")
     os.makedirs(folder, exist_ok=True)
     files = _smt2_files(folder, original, box, cert, lemma_bounds) if smt2 else {}
@@ -137,96 +138,32 @@ def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed
     return folder
 
 
-# -- recheck -------------------------------------------------------------------------
-def recheck(out_dir: str, *, model: str | None = None, smt: bool = False, smt_timeout: float = 60.0,
-            log=print) -> dict:
-    """Re-run every obligation of ``out_dir`` from its files; returns a summary dict.
+def run_smt2(out_dir: str, doc: dict, *, timeout: float = 60.0) -> tuple[dict, dict]:
+    """z3 on every SMT-LIB file of the index: ``({"smt2:<file>": (ok, why)}, {answer: count})``.
 
-    ``model``: the original network (default: the path recorded in the report).
-    The summary's ``verdict`` is ``certified`` only if every obligation the
-    certificate lists as proven checks again *and* the certificate was certified.
+    ``unsat`` is expected; ``unknown`` (timeout) proves nothing either way and
+    leaves the exact certificate to decide; ``sat`` fails the recheck.  File
+    names are taken from the validated index and must be plain names.
     """
-    from ..io import load
-    from .certificate import _float_up
-    from .claims import recheck_claims
-    from .deviation import check_rounding, deviation_bound
-    from .identity import check_identity
+    import z3
 
-    report = read_json(os.path.join(out_dir, "report.json"), what="report", error=DataError)
-    cpath = os.path.join(out_dir, "proofs", "certificate.json")
-    doc = read_json(cpath, what="certificate", error=DataError)
-    if doc.get("schema") != CERT_SCHEMA:
-        raise DataError(f"{cpath}: schema {doc.get('schema')!r}, expected {CERT_SCHEMA!r}")
-    model = model or report.get("model", {}).get("source")
-    if not model:
-        raise DataError(f"{out_dir}: the report names no original model; pass it explicitly")
-    results: dict = {}
-    t0 = time.monotonic()
-    sha = sha256_file(model)
-    want = doc["original"]["sha256"]
-    results["hash:original"] = (want is None or sha == want,
-                                f"sha256 {sha[:12]}... {'==' if sha == want else '!='} {str(want)[:12]}...")
-    original = load(model)
-    lo = [Fraction(v) for v in doc["domain"]["lower"]]
-    hi = [Fraction(v) for v in doc["domain"]["upper"]]
-    box = Box(np.array([float(v) for v in lo]), np.array([float(v) for v in hi]), source="certificate")
-    if [Fraction(v) for v in box.lower] != lo or [Fraction(v) for v in box.upper] != hi:
-        raise DataError(f"{cpath}: domain bounds are not floats")
-    t = time.monotonic()
-    verdicts = recheck_claims(original, box, doc["claims"], doc["lemmas"], trees=doc.get("trees") or {})
-    if doc.get("pieces"):
-        from .pieces import check_pieces
-        by_pieces = check_pieces(original, doc["pieces"], box)
-        for c in doc["claims"]:
-            if c["status"] == "proven" and c["method"] == "pieces":
-                verdicts[c["neuron"]] = c["neuron"] in by_pieces
-    for c in doc["claims"]:
-        if c["status"] == "proven":
-            results[f"stability:{c['neuron']}"] = (verdicts.get(c["neuron"], False), c["method"])
-    for key, ok in verdicts.items():
-        if key.startswith("lemma:"):
-            results[key] = (ok, "LP-dual bound lemma")
-    log(f"stability: {sum(1 for k, v in results.items() if k.startswith('stability') and v[0])}/"
-        f"{sum(1 for k in results if k.startswith('stability'))} proofs check ({time.monotonic() - t:.1f} s)")
-    proven = {c["neuron"]: c["claim"] for c in doc["claims"]
-              if c["status"] == "proven" and verdicts.get(c["neuron"])}
-    for name, info in doc["emitted"].items():
-        path = os.path.join(out_dir, name)
-        sha_e = sha256_file(path)
-        results[f"hash:{name}"] = (sha_e == info["sha256"], f"sha256 {sha_e[:12]}...")
-        structure = load(path)
-        exact = graph_with_exact_weights(structure, doc["exact_weights"], where=cpath)
+    from ..kernel.binding import plain_name
+    results, counts = {}, {}
+    folder = os.path.join(out_dir, "proofs")
+    for ent in doc.get("smt2", []):
+        name = ent["file"]
+        if not plain_name(name) or not os.path.isfile(os.path.join(folder, name)):
+            results[f"smt2:{name}"] = (False, "missing or not a plain file name")
+            continue
+        s = z3.Solver()
+        s.set("timeout", int(timeout * 1000))
         t = time.monotonic()
-        ident = check_identity(original, exact, proven)
-        results[f"rewrite:{name}"] = (ident.proven, ident.output.get("detail", ""))
-        log(f"rewrite identity ({name}): {'proven' if ident.proven else 'OPEN'} ({time.monotonic() - t:.1f} s)")
-        dt = "float32" if all(np.all(structure.op(n).weight.astype(np.float32) == structure.op(n).weight)
-                              for n in structure.nodes() if structure.op(n).kind == "affine") else "float64"
-        ok, why = check_rounding(exact, structure, dtype=np.float32 if dt == "float32" else np.float64)
-        results[f"rounding:{name}"] = (ok, why)
-        eps, why = deviation_bound(exact, structure, box)
-        claimed = doc["epsilon"].get(name)
-        same = eps is not None and claimed is not None and eps <= Fraction(claimed)
-        results[f"deviation:{name}"] = (same, f"eps {_float_up(eps):.3e}" if eps is not None else why)
-    smt_counts: dict = {}
-    if smt:
-        import z3
-        folder = os.path.join(out_dir, "proofs")
-        for ent in doc.get("smt2", []):
-            s = z3.Solver()
-            s.set("timeout", int(smt_timeout * 1000))
-            s.from_file(os.path.join(folder, ent["file"]))
-            t = time.monotonic()
-            ans = str(s.check())
-            # unknown (timeout) proves nothing either way: the exact certificate
-            # decides; an answer *against* the expected one is a failure
-            results[f"smt2:{ent['file']}"] = (ans != "sat", f"{ans} in {time.monotonic() - t:.1f} s")
-            smt_counts[ans] = smt_counts.get(ans, 0) + 1
-    failed = {k: v for k, v in results.items() if not v[0]}
-    ok = not failed and doc.get("verdict") == CERTIFIED
-    summary = {"verdict": CERTIFIED if ok else NOT_CERTIFIED, "checked": len(results),
-               "failed": {k: v[1] for k, v in sorted(failed.items())},
-               "certificate_verdict": doc.get("verdict"), "time": round(time.monotonic() - t0, 2)}
-    if smt:
-        summary["smt2"] = smt_counts
-    return summary
+        try:
+            s.from_file(os.path.join(folder, name))
+        except z3.Z3Exception as e:
+            results[f"smt2:{name}"] = (False, f"z3 cannot read it: {e}")
+            continue
+        ans = str(s.check())
+        results[f"smt2:{name}"] = (ans != "sat", f"{ans} in {time.monotonic() - t:.1f} s")
+        counts[ans] = counts.get(ans, 0) + 1
+    return results, counts

@@ -26,7 +26,7 @@ from ..domain import Box
 from ..graph import Graph
 from ..semantics import evaluate_all
 from .claims import prove_claims
-from .identity import bound_difference
+from ..kernel.identity import bound_difference
 
 __all__ = ["structural_prover", "guess_claims"]
 

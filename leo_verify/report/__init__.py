@@ -75,24 +75,28 @@ def write_text(path: str, text: str) -> None:
         raise InputFileError(f"cannot write {path!r}: {exc.strerror or exc}") from None
 
 
-def _render(report: dict, certificate: dict | None, where: str) -> tuple[str, str]:
+def _render(report: dict, certificate: dict | None, where: str, recheck: dict | None = None) -> tuple[str, str]:
     try:
-        return render_html(report, certificate), render_markdown(report, certificate)
+        return (render_html(report, certificate, recheck=recheck),
+                render_markdown(report, certificate, recheck=recheck))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         # report.json is a file a user may have edited: malformed content is a data error
         raise DataError(f"{where}: cannot render the report ({type(exc).__name__}: {exc})") from None
 
 
-def write_reports(out_dir: str, report: dict | None = None, certificate: dict | None = None) -> tuple[str, str]:
+def write_reports(out_dir: str, report: dict | None = None, certificate: dict | None = None, *,
+                  recheck: dict | None = None) -> tuple[str, str]:
     """Write ``out_dir/report.html`` and ``out_dir/report.md``; returns their paths.
 
     By default the report and certificate are read from ``out_dir``
-    (``report.json``, ``proofs/certificate.json`` when present).
+    (``report.json``, ``proofs/certificate.json`` when present).  ``recheck``:
+    the checker kernel's summary (:func:`leo_verify.kernel.recheck.recheck`);
+    without it the pages say "not rechecked".
     """
     if report is None:
         report = read_report(out_dir)
         certificate = read_certificate(out_dir, report) if certificate is None else certificate
-    text_html, text_md = _render(report, certificate, os.path.join(out_dir, REPORT_NAME))
+    text_html, text_md = _render(report, certificate, os.path.join(out_dir, REPORT_NAME), recheck)
     html_path, md_path = os.path.join(out_dir, HTML_NAME), os.path.join(out_dir, MD_NAME)
     write_text(html_path, text_html)
     write_text(md_path, text_md)

@@ -106,14 +106,16 @@ def statuses_of(by_kind: dict) -> list:
     return list(STATUS_ORDER) + extra
 
 
-def assess(report: dict, certificate: dict | None = None) -> dict:
+def assess(report: dict, certificate: dict | None = None, recheck: dict | None = None) -> dict:
     """The verdict of a report, conservatively.
 
     Returns ``{"certified": bool, "word": "CERTIFIED" | "NOT CERTIFIED",
     "reasons": [str], "problems": [obligation dict]}``.  Certified only when
     ``report["certificate"]["verdict"] == "certified"``, the counts show nothing
     open or refuted, every listed obligation is proven / passed, and the
-    certificate file (when given) agrees (verdict, model and emitted hashes).
+    certificate file (when given) agrees (verdict, model and emitted hashes),
+    and ``recheck`` (the checker kernel's summary, when given) says certified.
+    ``"rechecked"`` in the result: ``None`` (not rechecked), True or False.
     """
     cert = _d(report.get("certificate"))
     reasons, problems = [], []
@@ -153,9 +155,30 @@ def assess(report: dict, certificate: dict | None = None) -> dict:
             sha = _d(rec).get("sha256")
             if name in outs and outs[name] and sha and outs[name] != sha:
                 reasons.append(f"proofs/certificate.json certifies another {name} (sha256 differs)")
+    rechecked = None
+    if isinstance(recheck, dict):
+        rechecked = recheck.get("verdict") == "certified"
+        if not rechecked:
+            failed = _d(recheck.get("failed"))
+            reasons.append(f"recheck by the checker kernel: NOT CERTIFIED ({len(failed)} check(s) failed)")
+            reasons += [f"recheck: {k}: {v}" for k, v in list(failed.items())[:20]]
+            if recheck.get("error"):
+                reasons.append(f"recheck: {recheck['error']}")
     ok = not reasons and not problems
     return {"certified": ok, "word": CERTIFIED_WORD if ok else NOT_CERTIFIED_WORD,
-            "reasons": reasons, "problems": problems}
+            "reasons": reasons, "problems": problems, "rechecked": rechecked}
+
+
+def recheck_line(a: dict, recheck: dict | None) -> str:
+    """One sentence on whether the checker kernel re-verified what this page shows."""
+    if a.get("rechecked") is None:
+        return ("Not rechecked: this page renders report.json as written; run `leo-verify recheck OUT/` to "
+                "re-verify every proof and binding from the files.")
+    if a["rechecked"]:
+        return (f"Rechecked by the checker kernel: {_d(recheck).get('checked')} checks passed; model hash, domain, "
+                f"emitted files, eps, verdict, obligations and sizes agree with the certificate. Facts, passes, "
+                f"timings and per-neuron tables are informational (not rechecked).")
+    return "The checker kernel's recheck FAILED: see the reasons above."
 
 
 def model_name(report: dict) -> str:
@@ -427,7 +450,8 @@ footer { margin-top: 3em; color: var(--muted); font-size: 0.85em; }
 """
 
 
-def _banner(report: dict, a: dict) -> str:
+def _banner(report: dict, a: dict, recheck: dict | None = None) -> str:
+    note = f'<p class="sub">{esc(recheck_line(a, recheck))}</p>'
     if a["certified"]:
         cert = _d(report.get("certificate"))
         c = _d(cert.get("obligations"))
@@ -436,7 +460,7 @@ def _banner(report: dict, a: dict) -> str:
         return (f'<section class="banner banner-ok" id="verdict"><span class="word">{CERTIFIED_WORD}</span>'
                 f"Every obligation holds: the compressed network computes the original's function on the "
                 f"domain (up to the proven eps of each emitted file).{(' ' + esc(tail) + '.') if tail else ''}"
-                f"</section>")
+                f"{note}</section>")
     out = [f'<section class="banner banner-bad" id="verdict"><span class="word">{NOT_CERTIFIED_WORD}</span>']
     if a["reasons"]:
         out.append("<ul>" + "".join(f"<li>{esc(r)}</li>" for r in a["reasons"]) + "</ul>")
@@ -445,6 +469,7 @@ def _banner(report: dict, a: dict) -> str:
                  esc(o.get("statement", "")), esc(o.get("detail", ""))] for o in a["problems"]]
         out.append(f"<p>{len(a['problems'])} open or refuted obligation(s):</p>")
         out.append(_table(["id", "status", "kind", "statement", "detail"], rows, "problems"))
+    out.append(note)
     out.append("</section>")
     return "\n".join(out)
 
@@ -692,11 +717,11 @@ def _versions_section(report: dict, certificate: dict | None) -> str:
         _kv(rows) if rows else "<p>No versions recorded.</p>")
 
 
-def render_html(report: dict, certificate: dict | None = None) -> str:
+def render_html(report: dict, certificate: dict | None = None, *, recheck: dict | None = None) -> str:
     """The audit report of ``report`` (and its certificate file) as one self-contained HTML page."""
     if not isinstance(report, dict):
         raise TypeError("report must be a dict (the contents of report.json)")
-    a = assess(report, certificate)
+    a = assess(report, certificate, recheck)
     name = model_name(report)
     sha = _d(report.get("model")).get("sha256") or "(sha256 not recorded)"
     nav = " &middot; ".join(f'<a href="#{i}">{t}</a>' for i, t in (
@@ -719,7 +744,7 @@ def render_html(report: dict, certificate: dict | None = None) -> str:
         f"<header><h1>leo-verify audit report: {_code(name)}</h1>",
         f'<p class="sub">sha256 {_code(sha)}</p>',
         f"<nav>{nav}</nav></header>",
-        _banner(report, a),
+        _banner(report, a, recheck),
         _model_section(report),
         _domain_section(report, certificate),
         _architecture_section(report),

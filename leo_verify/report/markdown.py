@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .html import (FACT_KINDS, FACT_LABELS, _d, _l, assess, count_by_kind, domain_summary, fmt_num,
+from .html import (FACT_KINDS, FACT_LABELS, _d, _l, assess, count_by_kind, domain_summary, fmt_num, recheck_line,
                    fmt_seconds, is_number, model_name, obligations_of, statuses_of)
 
 __all__ = ["render_markdown"]
@@ -45,11 +45,11 @@ def _shorten(text: str, n: int = MAX_EXACT) -> str:
     return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters, see report.json)"
 
 
-def render_markdown(report: dict, certificate: dict | None = None) -> str:
+def render_markdown(report: dict, certificate: dict | None = None, *, recheck: dict | None = None) -> str:
     """A Markdown summary of ``report`` (and its certificate file) for CI logs."""
     if not isinstance(report, dict):
         raise TypeError("report must be a dict (the contents of report.json)")
-    a = assess(report, certificate)
+    a = assess(report, certificate, recheck)
     m = _d(report.get("model"))
     cert = _d(report.get("certificate"))
     out = [f"# leo-verify: {a['word']} \u2014 {code(model_name(report))}", ""]
@@ -60,6 +60,7 @@ def render_markdown(report: dict, certificate: dict | None = None) -> str:
     else:
         out.append(f"**{a['word']}**: " + ("; ".join(_cell(r) for r in a["reasons"])
                                            or "open or refuted obligations, see below") + ".")
+    out += ["", recheck_line(a, recheck)]
     dom = _d(report.get("domain"))
     f = _d(report.get("facts"))
     out += ["",

@@ -20,7 +20,49 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["Q", "concat", "as_fraction", "round_out", "fraction_str", "int_matmul", "limbs_of"]
+__all__ = ["Q", "concat", "as_fraction", "round_out", "fraction_str", "int_matmul", "limbs_of",
+           "parse_rational", "NotARational", "ProofInvalid", "RATIONAL_PATTERN", "MAX_RATIONAL_CHARS"]
+
+#: the only text form of a rational the kernel reads: ``p`` or ``p/q`` in lowest
+#: terms, ``q > 1``, no sign on ``q``, no leading zeros (exactly what
+#: :func:`fraction_str` writes, so every rational has one spelling)
+RATIONAL_PATTERN = r"^-?(0|[1-9][0-9]*)(/[1-9][0-9]*)?$"
+#: longest rational text accepted (float64 values need at most ~770 characters)
+MAX_RATIONAL_CHARS = 4000
+_RATIONAL_RE = __import__("re").compile(RATIONAL_PATTERN)
+
+
+class ProofInvalid(ValueError):
+    """Proof data that proves nothing (malformed, mis-aimed or not matching the network)."""
+
+
+class NotARational(ProofInvalid):
+    """Text that is not a canonical ``p/q`` rational (the message quotes it)."""
+
+
+def parse_rational(text) -> Fraction:
+    """The one parser of rationals in certificates: ``"p"`` or ``"p/q"``, canonical.
+
+    Rejects everything else -- numbers that are not strings, ``"1/0"``, ``"nan"``,
+    ``"1e3"``, ``"0.5"``, ``" 1"``, ``"2/4"`` (not in lowest terms), ``"3/1"``,
+    ``"-0"`` -- with :class:`NotARational`.
+    """
+    if not isinstance(text, str) or len(text) > MAX_RATIONAL_CHARS or not _RATIONAL_RE.match(text):
+        raise NotARational(f"{_quote(text)} is not a rational")
+    num, _, den = text.partition("/")
+    v = Fraction(int(num), int(den) if den else 1)
+    if fraction_str(v) != text:  # "2/4", "3/1", "-0"
+        raise NotARational(f"{_quote(text)} is not a rational in lowest terms")
+    return v
+
+
+def _quote(v) -> str:
+    import json
+    try:
+        t = json.dumps(v)
+    except (TypeError, ValueError):
+        t = repr(v)
+    return t if len(t) <= 60 else t[:57] + "..."
 
 
 def as_fraction(v) -> Fraction:

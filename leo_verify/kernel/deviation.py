@@ -47,15 +47,17 @@ def pair_nodes(exact: Graph, emitted: Graph) -> list[tuple[str, str]] | str:
     return list(zip(a, b))
 
 
-def deviation_bound(exact: Graph, emitted: Graph, box) -> tuple[Fraction | None, str]:
+def deviation_bound(exact: Graph, emitted: Graph, box: tuple) -> tuple[Fraction | None, str]:
     """``(eps, detail)``: ``|emitted(x) - exact(x)| <= eps`` for all ``x`` in ``box`` (each output).
+
+    ``box``: ``(lo, hi)`` lists of Fractions.
 
     ``eps`` is ``None`` (with the reason) when the networks cannot be paired.
     """
     pairs = pair_nodes(exact, emitted)
     if isinstance(pairs, str):
         return None, pairs
-    bounds = node_bounds(exact, box.exact_bounds())
+    bounds = node_bounds(exact, box)
     err: dict = {}
     for x, y in pairs:
         op, eop = exact.op(x), emitted.op(y)

@@ -1,7 +1,7 @@
 """Exact interval bounds over a box (or a piece of it), phase-aware, with lemmas.
 
 One table ``op kind -> interval function`` (:data:`INTERVAL_OPS`).  Values are
-:class:`~leo_verify.certify.exact.Q` vectors: no rounding at all, except the
+:class:`~leo_verify.kernel.exact.Q` vectors: no rounding at all, except the
 deliberate *outward* rounding of pre-activation bounds to the grid
 ``2^-GRID_BITS``, which keeps later exact
 arithmetic fast and the bounds valid.

@@ -250,8 +250,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
     # float copies of the original's unit forms for the nearest-form search
     keys = list(table)
     ref = np.array([[float(v) for v in k] for k in keys]) if keys else np.zeros((0, st.width))
-    from .lp import _floats
-    mf = _floats(m)
+    mf = m.floats()
     err: dict = {}
     failure = []
 
@@ -259,7 +258,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
         e_in = err.get(name + "#pre")
         out = np.zeros((op.size, st_.width), dtype=object)
         rows, errs = [], []
-        pref = np.array([_floats(pre[i]) for i in range(op.size)]) if op.size else np.zeros((0, st_.width))
+        pref = np.array([pre[i].floats() for i in range(op.size)]) if op.size else np.zeros((0, st_.width))
         for i in range(op.size):
             if not len(ref):
                 failure.append(f"{name}: the original has no ReLU unit")

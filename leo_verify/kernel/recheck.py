@@ -1,0 +1,233 @@
+"""``recheck``: re-verify a compression's output folder from its files alone.
+
+Order (each step only reads what the previous ones validated):
+
+1. read ``report.json`` and ``proofs/certificate.json`` and validate both
+   against their published schemas (:mod:`.schema`; exit 9 naming the field);
+2. bind the files: the original's sha256 (required), every ``compressed.*``
+   file of OUT/ listed with its sha256 (:mod:`.binding`), the SMT-LIB index;
+   a wrong original hash stops here (nothing else is about that network);
+3. report.json agrees with the certificate field by field;
+4. the obligations list is consistent with the claims and the files, and the
+   certificate's verdict follows from it;
+5. every proven stability claim is re-verified *in its direction* on the
+   certificate's domain (:func:`~.claims.recheck_claims`), every lemma too;
+6. for each emitted file: its exact rewritten weights (from the
+   certificate) fit its structure; the rewrite identity holds using only the
+   claims of step 5 (:func:`~.identity.check_identity`); every stored weight
+   is the rounding of the exact one; the proven eps is at most the stated one.
+
+``certified`` only if every check passes and the certificate says certified.
+This module and everything it imports form the checker kernel: no solver,
+no prover, nothing from ``analysis``, ``passes`` or ``certify``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from fractions import Fraction
+
+import numpy as np
+
+from ..errors import DataError
+from ..graph import Affine, Graph
+from ..util import read_json, sha256_file
+from . import binding
+from .claims import recheck_claims
+from .deviation import check_rounding, deviation_bound
+from .exact import parse_rational
+from .identity import check_identity
+from .schema import validate
+
+__all__ = ["recheck", "graph_with_exact_weights", "CERTIFIED", "NOT_CERTIFIED", "CERT_SCHEMA"]
+
+CERT_SCHEMA = "leo_verify.certificate/2"
+CERTIFIED = "certified"
+NOT_CERTIFIED = "not certified"
+_KINDS = ("stability", "rewrite", "rounding", "deviation", "fuzz")
+
+
+def graph_with_exact_weights(structure: Graph, weights: list, *, where: str) -> Graph:
+    """``structure`` (read from an emitted file) with the certificate's exact weights.
+
+    Raises :class:`DataError` when the weights do not fit the structure.
+    """
+    g = structure.copy()
+    affines = [n for n in g.nodes() if g.op(n).kind == "affine"]
+    if len(affines) != len(weights):
+        raise DataError(f"{where}: {len(weights)} exact affine layers, the network has {len(affines)}")
+    for name, rec in zip(affines, weights):
+        shape = g.op(name).weight.shape
+        rows = [[parse_rational(v) for v in row] for row in rec["weight"]]
+        bias = [parse_rational(v) for v in rec["bias"]]
+        if len(rows) != shape[0] or any(len(r) != shape[1] for r in rows) or len(bias) != shape[0]:
+            raise DataError(f"{where}: exact weights of {rec['node']!r} do not have the shape {shape} of "
+                            f"node {name!r}")
+        w = np.array(rows, dtype=object).reshape(shape)
+        g.replace(name, Affine.from_rational(w, np.array(bias, dtype=object)))
+    return g
+
+
+def _read(path: str, kind: str) -> dict:
+    doc = read_json(path, what=kind, error=DataError)
+    validate(doc, kind, where=path)
+    return doc
+
+
+def _obligations(doc: dict, claims: dict, out_dir: str) -> dict:
+    """Consistency of the obligation list, the SMT-LIB index and the verdict."""
+    res: dict = {}
+    obs = doc["obligations"]
+    ids = [o["id"] for o in obs]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    res["obligations:unique"] = (not dup, f"duplicate obligation {dup[0]!r}" if dup else "")
+    bad = [o["id"] for o in obs if o["id"].split(":", 1)[0] != o["kind"]]
+    res["obligations:kinds"] = (not bad, f"obligation {bad[0]!r} has another kind" if bad else "")
+    problems = []
+    for o in obs:
+        kind, _, what = o["id"].partition(":")
+        if kind == "stability":
+            c = claims.get(what)
+            if c is None or c["status"] != ("proven" if o["status"] == "proven" else "open") \
+                    or o["status"] not in ("proven", "open"):
+                problems.append(f"{o['id']}: no claim record with that status")
+        elif kind in ("rounding", "deviation", "fuzz"):
+            if what not in doc["emitted"]:
+                problems.append(f"{o['id']}: names no emitted file")
+            if kind != "fuzz" and o["status"] == "passed" or kind == "fuzz" and o["status"] == "proven":
+                problems.append(f"{o['id']}: status {o['status']!r} does not fit its kind")
+        elif kind == "rewrite" and o["status"] == "passed":
+            problems.append(f"{o['id']}: status 'passed' does not fit its kind")
+    for name in doc["emitted"]:
+        for kind in ("rounding", "deviation"):
+            if f"{kind}:{name}" not in ids:
+                problems.append(f"{kind}:{name}: missing")
+    if "rewrite:output" not in ids:
+        problems.append("rewrite:output: missing")
+    if set(doc["epsilon"]) - set(doc["emitted"]):
+        problems.append("epsilon names a file that is not emitted")
+    index = {e["obligation"]: e["file"] for e in doc["smt2"]}
+    for o in obs:
+        if o.get("smt2") != index.get(o["id"]):
+            problems.append(f"{o['id']}: its smt2 file disagrees with the index")
+    for k, f in index.items():
+        if k not in ids:
+            problems.append(f"smt2 index names no obligation {k!r}")
+        if not binding.plain_name(f) or not os.path.isfile(os.path.join(out_dir, "proofs", f)):
+            problems.append(f"smt2 file {f!r} is missing from proofs/")
+    res["obligations:consistent"] = (not problems, problems[0] if problems else "")
+    all_ok = all(o["status"] in ("proven", "passed") for o in obs) and bool(obs)
+    res["obligations:verdict"] = ((doc["verdict"] == CERTIFIED) == all_ok,
+                                  f"verdict {doc['verdict']!r} does not follow from the obligations")
+    return res
+
+
+def _dtype(structure: Graph):
+    ws = [structure.op(n) for n in structure.nodes() if structure.op(n).kind == "affine"]
+    f32 = all(np.all(op.weight.astype(np.float32) == op.weight) and np.all(op.bias.astype(np.float32) == op.bias)
+              for op in ws)
+    return np.float32 if f32 else np.float64
+
+
+def recheck(out_dir: str, *, model: str | None = None, log=print) -> dict:
+    """Re-run every obligation of ``out_dir`` from its files; returns a summary dict.
+
+    ``model``: the original network (default: the path recorded in the report).
+    Summary: ``verdict`` (``certified`` only if every check passes and the
+    certificate says certified), ``checked``, ``failed`` (check -> why),
+    ``certificate_verdict``, ``time``.  Malformed files raise
+    :class:`DataError` (exit 9) naming the field.
+    """
+    from ..io import load
+    t0 = time.monotonic()
+    report = _read(os.path.join(out_dir, "report.json"), "report")
+    cpath = os.path.join(out_dir, "proofs", "certificate.json")
+    doc = _read(cpath, "certificate")
+    model = model or report["model"]["source"]
+    if not model:
+        raise DataError(f"{out_dir}: the report names no original model; pass it with --model")
+    results: dict = {}
+
+    def done() -> dict:
+        failed = {k: v[1] for k, v in sorted(results.items()) if not v[0]}
+        ok = not failed and doc["verdict"] == CERTIFIED
+        return {"verdict": CERTIFIED if ok else NOT_CERTIFIED, "checked": len(results), "failed": failed,
+                "certificate_verdict": doc["verdict"], "time": round(time.monotonic() - t0, 2)}
+
+    sha = sha256_file(model)
+    want = doc["original"]["sha256"]
+    results["hash:original"] = (sha == want, f"{model}: sha256 {sha[:12]}... is not the certified "
+                                             f"{want[:12]}...")
+    ok, why = binding.listed_files(out_dir, doc["emitted"])
+    results["files"] = (ok, why)
+    hashes_ok = {}
+    for name, info in doc["emitted"].items():
+        p = os.path.join(out_dir, name)
+        got = sha256_file(p) if ok else None
+        hashes_ok[name] = got == info["sha256"]
+        results[f"hash:{name}"] = (hashes_ok[name], f"sha256 of {name} is not the certified one")
+    if not results["hash:original"][0]:
+        log("recheck: the original network is not the certified one; nothing else is checked")
+        return done()
+    original = load(model)
+    structures = {n: load(os.path.join(out_dir, n)) for n in doc["emitted"] if hashes_ok[n]}
+    before = binding.architecture(original)
+    afters = [binding.architecture(s) for s in structures.values()]
+    after = afters[0] if afters and all(a == afters[0] for a in afters) else None
+    results.update(binding.agree_with_report(report, doc, before=before, after=after))
+
+    claims = {}
+    for c in doc["claims"]:
+        claims.setdefault(c["neuron"], c)
+    results.update(_obligations(doc, claims, out_dir))
+
+    lo = [parse_rational(v) for v in doc["domain"]["lower"]]
+    hi = [parse_rational(v) for v in doc["domain"]["upper"]]
+    dom_ok = (len(lo) == len(hi) == original.input_size and all(a <= b for a, b in zip(lo, hi))
+              and all(Fraction(float(v)) == v for v in lo + hi))
+    results["domain"] = (dom_ok, f"the domain is not a box of {original.input_size} float bounds")
+    if not dom_ok:
+        return done()
+    box = (lo, hi)
+    t = time.monotonic()
+    verdicts = recheck_claims(original, box, doc["claims"], doc["lemmas"], trees=doc["trees"], pieces=doc["pieces"])
+    for o in doc["obligations"]:
+        kind, _, nid = o["id"].partition(":")
+        if kind == "stability" and o["status"] == "proven":
+            results[o["id"]] = (verdicts.get(nid) is True,
+                                f"the {claims.get(nid, {}).get('method', '?')} proof does not prove "
+                                f"{nid} {claims.get(nid, {}).get('claim', '?')} on the domain")
+    for key, v in verdicts.items():
+        if key.startswith(("lemma:", "trees:", "claims")) or (not v and key in claims
+                                                             and claims[key]["status"] == "proven"):
+            results.setdefault(f"proof:{key}", (v, f"{key}: the stored proof does not check"))
+    proven = {n: claims[n]["claim"] for n, v in verdicts.items() if v is True and n in claims}
+    n_stab = sum(1 for k in results if k.startswith("stability:"))
+    log(f"stability: {sum(1 for k, v in results.items() if k.startswith('stability:') and v[0])}/{n_stab} "
+        f"proofs check ({time.monotonic() - t:.1f} s)")
+
+    for name in doc["emitted"]:
+        if name not in structures:
+            for kind in ("rewrite", "rounding", "deviation"):
+                results[f"{kind}:{name}"] = (False, "not checked: the file is not the certified one")
+            continue
+        structure = structures[name]
+        t = time.monotonic()
+        try:
+            exact = graph_with_exact_weights(structure, doc["exact_weights"], where=cpath)
+        except DataError as e:
+            for kind in ("rewrite", "rounding", "deviation"):
+                results[f"{kind}:{name}"] = (False, str(e))
+            continue
+        ident = check_identity(original, exact, proven)
+        results[f"rewrite:{name}"] = (ident.proven, ident.output.get("detail", "") or next(
+            (v["detail"] for v in ident.layers.values() if v["status"] != "proven"), ""))
+        log(f"rewrite identity ({name}): {'proven' if ident.proven else 'OPEN'} ({time.monotonic() - t:.1f} s)")
+        results[f"rounding:{name}"] = check_rounding(exact, structure, dtype=_dtype(structure))
+        eps, why = deviation_bound(exact, structure, box)
+        claimed = doc["epsilon"].get(name)
+        ok = eps is not None and claimed is not None and eps <= parse_rational(claimed)
+        results[f"deviation:{name}"] = (ok, why or f"proven eps {binding.float_up(eps) if eps is not None else '?'}"
+                                              f" exceeds the stated {claimed}")
+    return done()
+
