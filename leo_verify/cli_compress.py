@@ -146,6 +146,9 @@ register(Command("compress", "analyse and rewrite a network losslessly; write it
 def _recheck_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="OUT/", help="a folder written by `compress`")
     p.add_argument("--model", default=None, help="the original network (default: the path in the report)")
+    p.add_argument("--domain", default=None, metavar="D",
+                   help="the input domain you care about (box:LO,HI, JSON or VNNLIB); the certificate must be "
+                        "for exactly this box (default: the box it states, printed)")
     p.add_argument("--smt", action="store_true", help="also run z3 on every OUT/proofs/*.smt2 (expect unsat)")
     p.add_argument("--smt-timeout", type=float, default=60.0, metavar="S", help="z3 seconds per file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -164,17 +167,34 @@ def _failed_pages(out: str, why: str) -> None:
                f"<body><h1>NOT CERTIFIED</h1><p>{html.escape(text)}</p></body></html>\n")
 
 
+def _certificate_inputs(out: str) -> int | None:
+    """The number of inputs the certificate's domain has (for ``--domain box:LO,HI``), if readable."""
+    import json as _json
+    try:
+        with open(os.path.join(out, "proofs", "certificate.json"), encoding="utf-8") as fh:
+            lower = _json.load(fh)["domain"]["lower"]
+        return len(lower) if isinstance(lower, list) else None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None  # the recheck itself reports the unreadable certificate
+
+
 def _recheck_run(args) -> int:
-    from .errors import DataError, InputFileError
+    from .errors import DataError, InputFileError, LeoError
     from .kernel.recheck import recheck
     out = args.folder
     if not os.path.isdir(out):
         raise InputFileError(f"output folder {out!r} does not exist" if not os.path.exists(out)
                              else f"{out!r} is not a folder")
     log = (lambda *a: None) if args.json else print
+    pinned = None
+    if args.domain is not None:  # the reviewer's own question: parsed before anything in OUT/ is trusted
+        from .domain import parse_domain
+        pinned = parse_domain(args.domain, n=_certificate_inputs(out)).exact_bounds()
     try:
-        summary = recheck(out, model=args.model, log=log)
-    except DataError as e:
+        summary = recheck(out, model=args.model, domain=pinned, log=log)
+    except LeoError as e:
+        # whatever stopped the recheck (a malformed certificate, a model file that does not
+        # parse, ...): the pages in OUT/ must not keep saying CERTIFIED
         _failed_pages(out, str(e))
         raise
     if args.smt and summary["verdict"] == "certified":
@@ -196,11 +216,14 @@ def _recheck_run(args) -> int:
     else:
         print(f"recheck: {summary['verdict'].upper()}: {summary['checked']} checks, {len(summary['failed'])} failed "
               f"({summary['time']} s); the certificate said: {summary['certificate_verdict']}")
+        print(f"  model {summary['model']} (sha256 {summary['original_sha256'][:16]}...); domain "
+              f"{summary['domain']}" + (" (as asked with --domain)" if summary["domain_pinned"] else
+                                        " (as the certificate states; pin it with --domain)"))
         for k, why in list(summary["failed"].items())[:20]:
             print(f"  FAILED {k}: {why}")
         if "smt2" in summary:
             print("  smt2: " + ", ".join(f"{v} {k}" for k, v in sorted(summary["smt2"].items())))
-        print(f"  report.html / report.md re-rendered with this result")
+        print("  report.html / report.md re-rendered with this result")
     return 0 if summary["verdict"] == "certified" else 2
 
 

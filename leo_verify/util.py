@@ -44,9 +44,14 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: str) -> str:
     """sha256 of a file; an unreadable file is an :class:`InputFileError`."""
+    import stat
+
     from .errors import InputFileError
     h = hashlib.sha256()
     try:
+        # a FIFO or device (e.g. /dev/zero named in an edited report) would hang or never end
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InputFileError(f"file {path!r} is not a regular file")
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)

@@ -7,7 +7,8 @@ swap list entries, drop or add keys, move a split point or dimension, widen a
 domain bound (in the certificate, or consistently in both files), edit one
 byte of an emitted file, rename an emitted entry, add an unlisted model file,
 edit report.json.  After each mutation the kernel's ``recheck`` runs on the
-folder.  It must
+folder, with the original model and the domain pinned as a reviewer would
+(``recheck OUT/ --model M --domain D``).  It must
 
 * never crash (only :class:`~leo_verify.errors.LeoError` may escape, which the
   CLI prints as one line), and
@@ -307,10 +308,14 @@ def one(data, honest: str, work_root: str, tally: Tally, *, strict: bool) -> Non
         folder = os.path.join(work, "out")
         shutil.copytree(honest, folder)
         before = meaning(folder)
+        # the reviewer's own inputs, taken before the mutation: the original model and the box
+        model = _load(folder, "report.json")["model"]["source"]
+        dom = _load(folder, CERT)["domain"]
+        box = ([Fraction(v) for v in dom["lower"]], [Fraction(v) for v in dom["upper"]])
         desc = apply_mutation(data, folder)
         tally.n += 1
         try:
-            s = recheck(folder, log=lambda *a: None)
+            s = recheck(folder, model=model, domain=box, log=lambda *a: None)
         except LeoError as e:
             tally.errors += 1
             if e.exit_code not in (4, 5, 6, 7, 9):

@@ -298,3 +298,112 @@ def test_compress_into_a_path_under_a_regular_file_is_exit_10(tmp_path):
 def test_recheck_of_a_missing_folder_is_exit_4(tmp_path):
     code, so, err = run_cli(["recheck", str(tmp_path / "nope")])
     assert code == 4 and "Traceback" not in err
+
+
+# -- 7. emitted files a runtime reads differently from the reader (found by a hostile review) --------
+def _rehash(out):
+    h = sha(os.path.join(out, "compressed.onnx"))
+    edit_json(os.path.join(out, "proofs", "certificate.json"),
+              lambda d: d["emitted"]["compressed.onnx"].update(sha256=h))
+    edit_json(os.path.join(out, "report.json"), lambda d: d["outputs"]["onnx"].update(sha256=h))
+
+
+def _forge_onnx(out, fn):
+    import onnx
+    path = os.path.join(out, "compressed.onnx")
+    m = onnx.load(path)
+    fn(m)
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    _rehash(out)
+
+
+def _batch_mix(m):
+    # x -> Reshape[2,-1] -> Transpose -> Reshape[-1,4]: the reader (batch 1) sees a column
+    # permutation, which the permuted weights undo; a runtime mixes the samples of a batch
+    from onnx import helper, numpy_helper
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    first = g.node[0]
+    w = numpy_helper.to_array(inits[first.input[1]])
+    inits[first.input[1]].CopyFrom(numpy_helper.from_array(w[:, [0, 2, 1, 3]].copy(), first.input[1]))
+    g.initializer.extend([numpy_helper.from_array(np.array([2, -1], dtype=np.int64), "s1"),
+                          numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "s2")])
+    new = [helper.make_node("Reshape", ["input", "s1"], ["r1"]), helper.make_node("Transpose", ["r1"], ["t1"], perm=[1, 0]),
+           helper.make_node("Reshape", ["t1", "s2"], ["r2"])]
+    first.input[0] = "r2"
+    nodes = new + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+def _cast_pair(m):
+    # float32 -> float64 -> float32 casts: the identity for the reader, a rounding for a runtime
+    # (in a float32 file the same op pair is a no-op; it must still not be the writer's form)
+    import onnx
+    from onnx import helper
+    g = m.graph
+    out = g.output[0].name
+    g.node[-1].output[0] = "pre_out"
+    g.node.extend([helper.make_node("Cast", ["pre_out"], ["c64"], to=onnx.TensorProto.DOUBLE),
+                   helper.make_node("Cast", ["c64"], [out], to=onnx.TensorProto.FLOAT)])
+
+
+@pytest.mark.parametrize("forge", [_batch_mix, _cast_pair], ids=["batch_mix", "cast_pair"])
+def test_emitted_onnx_outside_the_writer_form_is_not_certified(honest, tmp_path, forge):
+    out = copy_folder(honest["tiny"], tmp_path / "t")
+    _forge_onnx(out, forge)
+    code, s, err = _verdict(out)
+    assert code == 2 and "form:compressed.onnx" in s["failed"], (s, err)
+
+
+def test_model_path_that_is_not_a_regular_file_is_one_line(honest, tmp_path):
+    out = copy_folder(honest["tiny"], tmp_path / "t")
+    edit_json(os.path.join(out, "report.json"), lambda d: d["model"].update(source="/dev/zero"))
+    code, so, err = _recheck(out)
+    assert code == 4 and "not a regular file" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c, r: c["domain"]["upper"].__setitem__(0, "1" + "0" * 400),
+    lambda c, r: (c["epsilon"].update({"compressed.onnx": "1" + "0" * 400}),
+                  r["certificate"]["epsilon"]["compressed.onnx"].update(exact="1" + "0" * 400)),
+])
+def test_rationals_beyond_the_float_range_do_not_crash(honest, tmp_path, edit):
+    out = copy_folder(honest["tiny"], tmp_path / "t")
+    c = json.load(open(_cert(out)))
+    r = json.load(open(os.path.join(out, "report.json")))
+    edit(c, r)
+    json.dump(c, open(_cert(out), "w"))
+    json.dump(r, open(os.path.join(out, "report.json"), "w"))
+    code, so, err = _recheck(out)
+    assert code == 2 and json.loads(so)["verdict"] == "not certified", (code, err)
+
+
+def test_unreadable_emitted_file_with_a_matching_hash_leaves_no_certified_page(honest, tmp_path):
+    out = copy_folder(honest["tiny"], tmp_path / "t")
+    with open(os.path.join(out, "compressed.onnx"), "wb") as fh:
+        fh.write(os.urandom(100))
+    _rehash(out)
+    code, so, err = _recheck(out)
+    assert code in (2, 5) and "Traceback" not in err
+    assert "<title>CERTIFIED" not in open(os.path.join(out, "report.html")).read()
+
+
+def test_a_consistently_widened_domain_fails_when_the_reviewer_pins_the_domain(honest, tmp_path):
+    out = copy_folder(honest["tiny"], tmp_path / "t")
+
+    def widen(c, r):
+        c["domain"]["upper"][0] = "2"
+        r["domain"]["upper"][0] = 2.0
+    c = json.load(open(_cert(out)))
+    r = json.load(open(os.path.join(out, "report.json")))
+    widen(c, r)
+    json.dump(c, open(_cert(out), "w"))
+    json.dump(r, open(os.path.join(out, "report.json"), "w"))
+    code, s, err = _verdict(out, "--domain", TINY_DOM)
+    assert code == 2 and "domain:requested" in s["failed"], (s, err)
+    # without --domain the verdict is about the stated box, and says which box that is
+    code, text, _ = run_cli(["recheck", out])
+    assert "domain [0, 2]" in text or "[0, 2]" in text or "not certified" in text.lower()
+    assert "pin it with --domain" in text

@@ -112,9 +112,4 @@ def lp_bound(lp: LinearProgram, objective: Mapping[int, Fraction], *, sense: str
 
 
 def _strs(lam: Q) -> dict:
-    from ..kernel.exact import fraction_str
-    return {str(i): fraction_str(f) for i, f in enumerate(lam.fractions()) if f != 0}
-
-
-def _strs(lam: Q) -> dict:
     return {str(i): fraction_str(f) for i, f in enumerate(lam.fractions()) if f != 0}

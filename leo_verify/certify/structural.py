@@ -10,7 +10,7 @@ of both nets gets its own binary) but the structure answers at once:
    simply stays unproven);
 3. bound ``max |g - f|`` over the box exactly by matching every ReLU unit of
    ``g`` to the unit of ``f`` with the nearest pre-activation form
-   (:func:`~.identity.bound_difference`).
+   (:func:`~.difference.bound_difference`).
 
 A bound within ``epsilon`` (``0`` for exact mode; ``0`` also settles top-1)
 proves equivalence in exact rational arithmetic.  Then the roles are
@@ -26,7 +26,7 @@ from ..domain import Box
 from ..graph import Graph
 from ..semantics import evaluate_all
 from .claims import prove_claims
-from ..kernel.identity import bound_difference
+from .difference import bound_difference
 
 __all__ = ["structural_prover", "guess_claims"]
 

@@ -17,7 +17,7 @@ import re
 from fractions import Fraction
 
 from ..graph import Graph
-from .exact import parse_rational
+from .exact import parse_rational, to_float
 
 __all__ = ["plain_name", "listed_files", "architecture", "float_up", "agree_with_report", "OUTPUT_KINDS"]
 
@@ -57,8 +57,12 @@ def architecture(graph: Graph) -> dict:
 
 def float_up(v: Fraction) -> float:
     """The smallest float >= v (how reports print a bound)."""
+    import math
+
     import numpy as np
-    f = float(v)
+    f = to_float(v)
+    if math.isinf(f):
+        return f if f > 0 else -1.7976931348623157e308
     return f if Fraction(f) >= v else float(np.nextafter(f, np.inf))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import UnsupportedOp
 from ..graph import Graph
-from .exact import Q
+from .exact import Q, to_float
 from .intervals import node_bounds
 
 __all__ = ["pair_nodes", "deviation_bound", "check_rounding"]
@@ -108,5 +108,5 @@ def check_rounding(exact: Graph, emitted: Graph, *, dtype) -> tuple[bool, str]:
                 v = float(emf[idx])
                 if abs(Fraction(v) - ex[idx]) > _half_ulp(v, dtype):
                     return False, (f"node {y!r} {what}{list(idx)}: emitted {v!r} is not the {np.dtype(dtype).name} "
-                                   f"rounding of the exact value {float(ex[idx])!r}")
+                                   f"rounding of the exact value {to_float(ex[idx])!r}")
     return True, ""

@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 
 __all__ = ["Q", "concat", "as_fraction", "round_out", "fraction_str", "int_matmul", "limbs_of",
-           "parse_rational", "NotARational", "ProofInvalid", "RATIONAL_PATTERN", "MAX_RATIONAL_CHARS"]
+           "parse_rational", "NotARational", "ProofInvalid", "to_float", "RATIONAL_PATTERN", "MAX_RATIONAL_CHARS"]
 
 #: the only text form of a rational the kernel reads: ``p`` or ``p/q`` in lowest
 #: terms, ``q > 1``, no sign on ``q``, no leading zeros (exactly what
@@ -77,6 +77,15 @@ def as_fraction(v) -> Fraction:
     if not math.isfinite(f):
         raise ValueError(f"not a finite number: {v!r}")
     return Fraction(f)
+
+
+def to_float(v) -> float:
+    """The nearest float of a rational, saturating to ``+-inf`` beyond the float range
+    (``float(Fraction)`` raises ``OverflowError`` there)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def fraction_str(v: Fraction) -> str:

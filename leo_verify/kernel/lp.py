@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import UnsupportedOp
 from ..graph import Graph
-from .exact import ProofInvalid, Q
+from .exact import ProofInvalid, Q, to_float
 
 __all__ = ["LinearProgram", "LP_ENCODERS", "build_lp", "verify_multipliers", "bound_from_multipliers", "fixings"]
 
@@ -202,7 +202,7 @@ def _enc_relu(ctx: _Ctx, name, op, graph):
             r = ctx.lp.add_row({y: 1, z: -1}, Fraction(0), None)
             ctx.lp.units[nid] = (y, z, r)
             r = ctx.lp.add_row({y: u - l, z: -u}, None, -u * l)
-            ctx.lp.tri_rows[r] = (nid, float(-l * u / (u - l)), y, z)
+            ctx.lp.tri_rows[r] = (nid, to_float(-l * u / (u - l)), y, z)  # a branching score only
             out.append(y)
     return out
 

@@ -12,7 +12,8 @@ Order (each step only reads what the previous ones validated):
    certificate's verdict follows from it;
 5. every proven stability claim is re-verified *in its direction* on the
    certificate's domain (:func:`~.claims.recheck_claims`), every lemma too;
-6. for each emitted file: its exact rewritten weights (from the
+6. for each emitted file: an ONNX file has exactly the writer's structure
+   (:mod:`.emitted`: per-sample ops only, no casts or shape tricks); its exact rewritten weights (from the
    certificate) fit its structure; the rewrite identity holds using only the
    claims of step 5 (:func:`~.identity.check_identity`); every stored weight
    is the rounding of the exact one; the proven eps is at most the stated one.
@@ -35,7 +36,8 @@ from ..util import read_json, sha256_file
 from . import binding
 from .claims import recheck_claims
 from .deviation import check_rounding, deviation_bound
-from .exact import parse_rational
+from .emitted import check_emitted_onnx
+from .exact import parse_rational, to_float
 from .identity import check_identity
 from .schema import validate
 
@@ -122,6 +124,15 @@ def _obligations(doc: dict, claims: dict, out_dir: str) -> dict:
     return res
 
 
+def _domain_text(dom: dict) -> str:
+    """A short, exact description of the certified box."""
+    lo, hi = dom["lower"], dom["upper"]
+    if len(set(lo)) == 1 and len(set(hi)) == 1 and lo:
+        return f"[{lo[0]}, {hi[0]}]^{len(lo)}"
+    text = " x ".join(f"[{a}, {b}]" for a, b in zip(lo, hi))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _dtype(structure: Graph):
     ws = [structure.op(n) for n in structure.nodes() if structure.op(n).kind == "affine"]
     f32 = all(np.all(op.weight.astype(np.float32) == op.weight) and np.all(op.bias.astype(np.float32) == op.bias)
@@ -129,10 +140,15 @@ def _dtype(structure: Graph):
     return np.float32 if f32 else np.float64
 
 
-def recheck(out_dir: str, *, model: str | None = None, log=print) -> dict:
+def recheck(out_dir: str, *, model: str | None = None, domain: tuple | None = None, log=print) -> dict:
     """Re-run every obligation of ``out_dir`` from its files; returns a summary dict.
 
     ``model``: the original network (default: the path recorded in the report).
+    ``domain``: ``(lo, hi)`` lists of Fractions, the box the reviewer cares about;
+    the certificate's domain must be exactly that box (default: whatever box
+    the certificate states, reported as ``summary["domain"]``).  Everything in
+    OUT/ may have been edited: pinning the model and the domain from outside is
+    what ties the verdict to the question the reviewer asked.
     Summary: ``verdict`` (``certified`` only if every check passes and the
     certificate says certified), ``checked``, ``failed`` (check -> why),
     ``certificate_verdict``, ``time``.  Malformed files raise
@@ -152,10 +168,16 @@ def recheck(out_dir: str, *, model: str | None = None, log=print) -> dict:
         failed = {k: v[1] for k, v in sorted(results.items()) if not v[0]}
         ok = not failed and doc["verdict"] == CERTIFIED
         return {"verdict": CERTIFIED if ok else NOT_CERTIFIED, "checked": len(results), "failed": failed,
-                "certificate_verdict": doc["verdict"], "time": round(time.monotonic() - t0, 2)}
+                "certificate_verdict": doc["verdict"], "time": round(time.monotonic() - t0, 2),
+                "model": model, "original_sha256": want, "domain": _domain_text(doc["domain"]),
+                "domain_pinned": domain is not None}
 
     sha = sha256_file(model)
     want = doc["original"]["sha256"]
+    if domain is not None:
+        same = ([parse_rational(v) for v in doc["domain"]["lower"]] == list(domain[0])
+                and [parse_rational(v) for v in doc["domain"]["upper"]] == list(domain[1]))
+        results["domain:requested"] = (same, "the certificate is for another domain than the one asked for")
     results["hash:original"] = (sha == want, f"{model}: sha256 {sha[:12]}... is not the certified "
                                              f"{want[:12]}...")
     ok, why = binding.listed_files(out_dir, doc["emitted"])
@@ -170,7 +192,17 @@ def recheck(out_dir: str, *, model: str | None = None, log=print) -> dict:
         log("recheck: the original network is not the certified one; nothing else is checked")
         return done()
     original = load(model)
-    structures = {n: load(os.path.join(out_dir, n)) for n in doc["emitted"] if hashes_ok[n]}
+    structures = {}
+    for n in doc["emitted"]:
+        if not hashes_ok[n]:
+            continue
+        if n.endswith(".onnx"):
+            with open(os.path.join(out_dir, n), "rb") as fh:
+                ok, why = check_emitted_onnx(fh.read())
+            results[f"form:{n}"] = (ok, f"{n} is not in the writer's form: {why}")
+            if not ok:
+                continue
+        structures[n] = load(os.path.join(out_dir, n))
     before = binding.architecture(original)
     afters = [binding.architecture(s) for s in structures.values()]
     after = afters[0] if afters and all(a == afters[0] for a in afters) else None
@@ -183,8 +215,8 @@ def recheck(out_dir: str, *, model: str | None = None, log=print) -> dict:
 
     lo = [parse_rational(v) for v in doc["domain"]["lower"]]
     hi = [parse_rational(v) for v in doc["domain"]["upper"]]
-    dom_ok = (len(lo) == len(hi) == original.input_size and all(a <= b for a, b in zip(lo, hi))
-              and all(Fraction(float(v)) == v for v in lo + hi))
+    dom_ok = (len(lo) == len(hi) == original.input_size and all(abs(v) < 2 ** 1024 for v in lo + hi) and all(a <= b for a, b in zip(lo, hi))
+              and all(Fraction(to_float(v)) == v for v in lo + hi if abs(v) < 2 ** 1024))
     results["domain"] = (dom_ok, f"the domain is not a box of {original.input_size} float bounds")
     if not dom_ok:
         return done()
@@ -209,7 +241,8 @@ def recheck(out_dir: str, *, model: str | None = None, log=print) -> dict:
     for name in doc["emitted"]:
         if name not in structures:
             for kind in ("rewrite", "rounding", "deviation"):
-                results[f"{kind}:{name}"] = (False, "not checked: the file is not the certified one")
+                results[f"{kind}:{name}"] = (False, "not checked: the file is not the certified one "
+                                                    "or not in the writer's form")
             continue
         structure = structures[name]
         t = time.monotonic()
