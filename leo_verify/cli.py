@@ -214,6 +214,7 @@ def model_facts(path: str, graph) -> dict:
         "parameters": s["parameters"],
         "nodes": s["nodes"],
         "chain": graph.is_chain(),
+        "head": graph.op(graph.output_name).head_text(),
     }
     return facts
 
@@ -232,7 +233,8 @@ def _info_run(args) -> int:
         f"sha256      {facts['sha256']}",
         f"format      {fmt}{f' ({extra})' if extra else ''}",
         f"inputs      {facts['inputs']}",
-        f"outputs     {facts['outputs']}",
+        f"outputs     {facts['outputs']}" + (f" logits, then {facts['head']}"
+                                              if facts["head"] != "none" else ""),
         f"hidden      {len(layers)} ReLU layer(s)" + (":" if layers else ""),
     ]
     width = max((len(l["name"]) for l in layers), default=0)
@@ -261,7 +263,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                         "(shape (n,) or (k, n))")
     p.add_argument("--exact", action="store_true",
                    help="evaluate in exact rational arithmetic (inputs taken exactly as float64); "
-                        "prints 'p/q' strings plus floats")
+                        "prints 'p/q' strings plus floats (with an output head: the exact logits, "
+                        "and the head applied to them in float64)")
     p.add_argument("-o", "--output", metavar="OUT", help="write the outputs to OUT.json or OUT.npy "
                                                           "instead of printing JSON")
 
@@ -277,22 +280,31 @@ def _eval_run(args) -> int:
         check_output_path(out, [args.model, args.input])
     graph = load_model(args.model)
     pts, single = read_points(args.input, graph.input_size)
+    out_op = graph.op(graph.output_name)
     if args.exact:
         from .semantics import evaluate_exact
         exact = [evaluate_exact(graph, [float(v) for v in row]) for row in pts]
         floats = [[float(q) for q in row] for row in exact]
         texts = [[fraction_text(q) for q in row] for row in exact]
+        if out_op.head != "none":
+            # the exact logits; the head (irrational in general) in float64 from them
+            from .heads import apply_head
+            floats = apply_head(out_op.head, dict(out_op.head_attrs),
+                                np.array(floats, dtype=np.float64).reshape(len(exact), -1)).tolist()
         result = {"outputs": floats[0] if single else floats,
                   "exact": texts[0] if single else texts}
     else:
         from .semantics import evaluate
-        ys = evaluate(graph, pts)
+        ys = evaluate(graph, pts, apply_head=True)
         result = {"outputs": (ys[0] if single else ys).tolist()}
+    if out_op.head != "none":
+        result["head"] = out_op.head
     if out is None:
         print_json(result)
         return 0
     if out.lower().endswith(".npy"):
-        arr = np.asarray(result["outputs"], dtype=np.float64)
+        arr = np.asarray(result["outputs"],
+                         dtype=np.int64 if out_op.head == "argmax" else np.float64)
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
         write_output(out, buf.getvalue())
@@ -302,7 +314,8 @@ def _eval_run(args) -> int:
     return 0
 
 
-register(Command("eval", "evaluate a network at points (float64, or exactly with --exact)",
+register(Command("eval", "evaluate a network at points (float64, or exactly with --exact); "
+                         "an output head (softmax, ..., argmax) is applied",
                  _eval_args, _eval_run))
 
 

@@ -12,8 +12,9 @@ __all__ = ["add_analysis_options", "analysis_kwargs", "format_counts"]
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``analyze`` and ``compress``."""
-    p.add_argument("--domain", "-d", required=True,
-                   help="box:LO,HI | FILE.json {lower,upper} | FILE.vnnlib (input constraints)")
+    p.add_argument("--domain", "-d", required=True, action="append",
+                   help="box:LO,HI | FILE.json ({lower,upper} or a list of them) | FILE.vnnlib (input "
+                        "constraints; a disjunction is a union of boxes); repeat for a union of boxes")
     p.add_argument("--method", choices=("fast", "leo", "isa"), default="fast")
     p.add_argument("--solver", choices=("scip", "highs"), default="scip")
     p.add_argument("--query-time-limit", type=float, default=60.0, metavar="S",
@@ -75,12 +76,12 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def _run(args) -> int:
     from .analysis import analyze
-    from .domain import parse_domain
-    check_output_path(args.output, [args.model, args.data, args.domain])
+    from .domain import parse_union
+    check_output_path(args.output, [args.model, args.data, *args.domain])
     graph = load_model(args.model)
     graph.metadata["sha256"] = sha256_file(args.model)
-    box = parse_domain(args.domain, n=graph.input_size)
-    facts = analyze(graph, box, **analysis_kwargs(args, graph))
+    union = parse_union(args.domain, n=graph.input_size)
+    facts = analyze(graph, union.boxes[0] if len(union) == 1 else union, **analysis_kwargs(args, graph))
     write_output(args.output, (facts.dumps() + "\n").encode())
     print(format_counts(facts))
     t = facts.meta["timings"]

@@ -27,15 +27,20 @@ _EXIT = {"equivalent": EXIT_EQUIVALENT, "counterexample": EXIT_COUNTEREXAMPLE,
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_a", metavar="A", help="first network (.onnx, .nnet, .pt/.pth)")
     p.add_argument("model_b", metavar="B", help="second network")
-    p.add_argument("--domain", "-d", required=True,
-                   help="box:LO,HI | FILE.json {lower,upper} | FILE.vnnlib (input constraints)")
+    p.add_argument("--domain", "-d", required=True, action="append",
+                   help="box:LO,HI | FILE.json ({lower,upper} or a list of them) | FILE.vnnlib (input "
+                        "constraints); repeat for a union of boxes (checked box by box)")
     q = p.add_mutually_exclusive_group()
     q.add_argument("--epsilon", type=float, default=None, metavar="E",
-                   help="prove |A_i(x) - B_i(x)| <= E for every output (default 1e-6)")
+                   help="prove |A_i(x) - B_i(x)| <= E for every output (default 1e-6); with an "
+                        "output head, of the head outputs (the logits within E / Lipschitz "
+                        "constant of the head)")
     q.add_argument("--exact", action="store_true",
                    help="prove A(x) == B(x) exactly over the reals")
     q.add_argument("--top1", action="store_true",
-                   help="prove argmax A(x) == argmax B(x) (first index on ties)")
+                   help="prove argmax A(x) == argmax B(x) (first index on ties); softmax, "
+                        "log-softmax, sigmoid, tanh and argmax heads keep the logits' argmax, "
+                        "so the logits are compared")
     p.add_argument("--time-limit", type=float, default=60.0, metavar="S",
                    help="overall seconds (default 60); out of time -> unknown (exit 2)")
     p.add_argument("--solver", choices=("scip", "highs"), default="scip")
@@ -65,16 +70,21 @@ def summary(result) -> str:
             i = cex["output"]
             lines.append(f"  output {i}: A = {cex['f_exact_float'][i]:.9g}, "
                          f"B = {cex['g_exact_float'][i]:.9g}, |A - B| = {cex['difference']:.6g} "
-                         f"(exact)")
+                         f"(exact{', logits' if 'head' in cex else ''})")
+            if "head" in cex:
+                k = cex["head_output"]
+                lines.append(f"  {cex['head']} output {k}: A = {cex['head_f'][k]:.9g}, "
+                             f"B = {cex['head_g'][k]:.9g}, |A - B| = {cex['head_difference']:.6g} "
+                             f"(float64 from the exact logits)")
     lines.append(f"reason: {result.reason}")
     lines.append(f"time: {result.time:.2f} s")
     return "\n".join(lines)
 
 
 def _run(args) -> int:
-    from .certify.equivalence import check_equivalence
     from .certify.fuzz import check_sizes
-    from .domain import parse_domain
+    from .certify.union_check import check_union
+    from .domain import parse_union
     if args.time_limit is None or not (math.isfinite(args.time_limit) and args.time_limit > 0):
         raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     if args.epsilon is not None and not (math.isfinite(args.epsilon) and args.epsilon >= 0):
@@ -82,12 +92,12 @@ def _run(args) -> int:
     mode = "exact" if args.exact else "top1" if args.top1 else "epsilon"
     epsilon = 1e-6 if args.epsilon is None else args.epsilon
     if args.output is not None:
-        check_output_path(args.output, [args.model_a, args.model_b, args.domain])
+        check_output_path(args.output, [args.model_a, args.model_b, *args.domain])
     f = load_model(args.model_a)
     g = load_model(args.model_b)
     check_sizes(f, g)
-    box = parse_domain(args.domain, n=f.input_size)
-    result = check_equivalence(f, g, box, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
+    box = parse_union(args.domain, n=f.input_size)
+    result = check_union(f, g, box, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
                                solver=args.solver, seed=args.seed)
     if args.output is not None:
         doc = {"schema": "leo_verify.check/1",

@@ -62,6 +62,10 @@ def summary_table(report: dict) -> str:
             lines.append(f"  ... {len(cert['open']) - 10} more (see report.json)")
     else:
         lines.append(f"certificate: {cert['verdict']} ({cert.get('detail', '')})")
+    head = report.get("head") or {}
+    if head.get("head") not in (None, "none"):
+        for name, rec in sorted((head.get("files") or {}).items()):
+            lines.append(f"head: {rec.get('statement', '')}")
     return "\n".join(lines)
 
 
@@ -85,14 +89,19 @@ def _run(args) -> int:
 
 def _compress_into(args, out: str, formats: list) -> int:
     from .compress import compress
-    from .domain import parse_domain
+    from .domain import parse_union
     paths = {"onnx": os.path.join(out, "compressed.onnx"), "torch": os.path.join(out, "compressed.pt"),
              "report": os.path.join(out, "report.json")}
     for p in paths.values():
-        check_output_path(p, [args.model, args.facts, args.domain, args.data])
+        check_output_path(p, [args.model, args.facts, *args.domain, args.data])
     graph = load_model(args.model)
     graph.metadata["sha256"] = sha256_file(args.model)
-    box = parse_domain(args.domain, n=graph.input_size)
+    out_op = graph.op(graph.output_name)
+    if "torch" in formats and getattr(out_op, "head", "none") != "none":
+        raise UsageError(f"--format torch: the network ends with a {out_op.head} head, which a .pt state dict "
+                         f"cannot record; use --format onnx")
+    union = parse_union(args.domain, n=graph.input_size)
+    box = union.boxes[0] if len(union) == 1 else union
     kw = analysis_kwargs(args, graph)
     result = compress(graph, box, facts=args.facts, exact=not args.float, certify=False,
                       proven_claims_only=not args.no_certify,
@@ -122,17 +131,18 @@ def _compress_into(args, out: str, formats: list) -> int:
         cert = result.certify(box, emitted={name: load(p) for name, p in emitted.items()},
                               dtype=args.dtype, time_limit=args.certify_time_limit,
                               seed=args.seed, progress=None)
-        write_proofs(out, cert, original=result.original, compressed=result.graph, box=box,
-                     model_sha=graph.metadata.get("sha256"), emitted=emitted,
-                     lemma_bounds=cert.data.get("lemma_bounds", {}), smt2=not args.no_smt2)
+        write_proofs(out, cert, original=result.original, compressed=result.graph,
+                     model_sha=graph.metadata.get("sha256"), emitted=emitted, smt2=not args.no_smt2)
         report["certificate"] = cert.summary()
         report["certificate"]["proofs"] = "proofs/certificate.json"
         report["obligations"] = [o.to_json() for o in cert.obligations]
+        from .heads import head_report
+        report["head"] = head_report(result.original, cert.epsilon)
         code = 0 if cert.verdict == "certified" else (1 if any(o.status == "refuted" for o in cert.obligations) else 2)
     write_output(paths["report"], (json.dumps(report, indent=1, allow_nan=False) + "\n").encode())
     from .report import HTML_NAME, MD_NAME, read_certificate, write_reports
     for name in (HTML_NAME, MD_NAME):
-        check_output_path(os.path.join(out, name), [args.model, args.facts, args.domain, args.data])
+        check_output_path(os.path.join(out, name), [args.model, args.facts, *args.domain, args.data])
     write_reports(out, report, None if args.no_certify else read_certificate(out, report))
     print(summary_table(report))
     print(f"written: {', '.join(sorted(os.path.basename(p) for k, p in paths.items() if k in formats or k == 'report'))}"
@@ -146,9 +156,10 @@ register(Command("compress", "analyse and rewrite a network losslessly; write it
 def _recheck_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="OUT/", help="a folder written by `compress`")
     p.add_argument("--model", default=None, help="the original network (default: the path in the report)")
-    p.add_argument("--domain", default=None, metavar="D",
-                   help="the input domain you care about (box:LO,HI, JSON or VNNLIB); the certificate must be "
-                        "for exactly this box (default: the box it states, printed)")
+    p.add_argument("--domain", default=None, metavar="D", action="append",
+                   help="the input domain you care about (box:LO,HI, JSON or VNNLIB; repeat for a union of "
+                        "boxes); the certificate must be for exactly these boxes (default: the domain it "
+                        "states, printed)")
     p.add_argument("--smt", action="store_true", help="also run z3 on every OUT/proofs/*.smt2 (expect unsat)")
     p.add_argument("--smt-timeout", type=float, default=60.0, metavar="S", help="z3 seconds per file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -172,7 +183,7 @@ def _certificate_inputs(out: str) -> int | None:
     import json as _json
     try:
         with open(os.path.join(out, "proofs", "certificate.json"), encoding="utf-8") as fh:
-            lower = _json.load(fh)["domain"]["lower"]
+            lower = _json.load(fh)["regions"][0]["lower"]
         return len(lower) if isinstance(lower, list) else None
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None  # the recheck itself reports the unreadable certificate
@@ -188,8 +199,8 @@ def _recheck_run(args) -> int:
     log = (lambda *a: None) if args.json else print
     pinned = None
     if args.domain is not None:  # the reviewer's own question: parsed before anything in OUT/ is trusted
-        from .domain import parse_domain
-        pinned = parse_domain(args.domain, n=_certificate_inputs(out)).exact_bounds()
+        from .domain import parse_union
+        pinned = parse_union(args.domain, n=_certificate_inputs(out)).exact_boxes()
     try:
         summary = recheck(out, model=args.model, domain=pinned, log=log)
     except LeoError as e:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .analysis import analyze, solver_versions
 from .analysis.facts import Facts
-from .domain import Box, parse_domain
+from .domain import as_domain
 from .errors import DataError
 from .graph import Graph
 from .io import load
@@ -53,7 +53,7 @@ class Result:
     facts: Facts
     report: dict = field(default_factory=dict)
     certificate: object = None
-    claims_result: object = None  # exact proofs of the analysis' claims (when certifying)
+    claims_result: object = None  # exact proofs of the analysis' claims, one ClaimsResult per box
 
     def to_onnx(self, path: str, *, dtype: str | None = None) -> str:
         from .io.onnx import save_onnx
@@ -63,8 +63,9 @@ class Result:
         from .io.torch import to_torch
         return to_torch(self.graph, dtype=dtype) if dtype is not None else to_torch(self.graph)
 
-    def certify(self, box: Box, *, emitted: dict | None = None, dtype: str | None = None, **options):
-        """Certify this compression over ``box``; updates ``report`` and returns the certificate.
+    def certify(self, box, *, emitted: dict | None = None, dtype: str | None = None, **options):
+        """Certify this compression over ``box`` (a Box or a union of boxes); updates ``report``
+        and returns the certificate.
 
         ``emitted``: file name -> network read back from each written file; by
         default the ONNX model this result would write (built in memory).
@@ -81,17 +82,24 @@ class Result:
         witnesses = [f.witness_pos for f in self.facts.neurons.values() if f.witness_pos] + \
             [f.witness_neg for f in self.facts.neurons.values() if f.witness_neg]
         options.setdefault("witnesses", witnesses[:2000] or None)
-        claims = self.claims_result.proven if self.claims_result is not None else self.facts.stable_map()
+        if self.claims_result is not None:
+            claims = {n: c for n, c in self.claims_result[0].proven.items()
+                      if all(r.proofs.get(n) is not None and r.proofs[n].status == "proven"
+                             for r in self.claims_result)}
+        else:
+            claims = self.facts.stable_map()
         cert = certify(self.original, self.graph, box, claims, emitted=emitted, dtype=dtype, **options)
         self.certificate = cert
         self.report["certificate"] = cert.summary()
         self.report["obligations"] = [o.to_json() for o in cert.obligations]
+        from .heads import head_report
+        self.report["head"] = head_report(self.original, cert.epsilon)
         self.report.setdefault("timings", {})["certification"] = round(cert.timings["total"], 3)
         return cert
 
 
-def _check_facts(facts: Facts, graph: Graph, box: Box, where: str) -> None:
-    """Facts from a file must be about this model and this domain."""
+def _check_facts(facts: Facts, graph: Graph, union, where: str) -> None:
+    """Facts from a file must be about this model and this domain (a union of boxes)."""
     model_sha = graph.metadata.get("sha256")
     fsha = facts.meta.get("model", {}).get("sha256")
     if model_sha and fsha and fsha != model_sha:
@@ -99,10 +107,12 @@ def _check_facts(facts: Facts, graph: Graph, box: Box, where: str) -> None:
                         f"not this model ({model_sha[:12]}...)")
     dom = facts.meta.get("domain")
     if dom is not None:
-        same = list(dom.get("lower", [])) == [float(v) for v in box.lower] and \
-            list(dom.get("upper", [])) == [float(v) for v in box.upper]
+        boxes = dom.get("boxes") if isinstance(dom.get("boxes"), list) else [dom]
+        same = len(boxes) == len(union.boxes) and all(
+            list(d.get("lower", [])) == [float(v) for v in b.lower] and
+            list(d.get("upper", [])) == [float(v) for v in b.upper] for d, b in zip(boxes, union.boxes))
         if not same:
-            raise DataError(f"{where}: facts were computed for another domain than {box.source or 'this box'}")
+            raise DataError(f"{where}: facts were computed for another domain than {union.source or 'this one'}")
     ids = set(graph.neurons())
     unknown = sorted(set(facts.neurons) - ids)
     if unknown:
@@ -142,8 +152,9 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     if isinstance(model, (str, os.PathLike)):
         graph.metadata["sha256"] = sha256_file(os.fspath(model))
     source = graph.metadata.get("source")
-    box = domain if isinstance(domain, Box) else parse_domain(domain, n=graph.input_size)
-    box.check_size(graph.input_size)
+    union = as_domain(domain, n=graph.input_size)
+    # one box stays a Box everywhere (the common case); a union is proven box by box
+    box = union.boxes[0] if len(union) == 1 else union
     if facts is None:
         facts = analyze(graph, box, method=method, **analysis_options)
         facts_source = "analysis"
@@ -151,7 +162,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         where = f"facts file {facts!r}" if isinstance(facts, str) else "facts"
         if isinstance(facts, str):
             facts = Facts.load(facts)
-        _check_facts(facts, graph, box, where)
+        _check_facts(facts, graph, union, where)
         facts_source = where
     t1 = time.monotonic()
     claims_result = None
@@ -159,11 +170,15 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     if certify if proven_claims_only is None else proven_claims_only:
         from .certify.pieces import prove_claims_with_pieces
         copts = dict(certify_options or {})
-        claims_result = prove_claims_with_pieces(graph, box, stable, time_limit=copts.get("time_limit", 5.0),
-                                                 max_nodes=copts.get("max_nodes", 2000),
-                                                 pieces_budget=copts.get("pieces_budget", 300.0))
-        claims_result.time = time.monotonic() - t1
-        stable = claims_result.proven
+        claims_result = []
+        for b in union.boxes:  # a claim is used only if it is proven on every box
+            t = time.monotonic()
+            res = prove_claims_with_pieces(graph, b, stable, time_limit=copts.get("time_limit", 5.0),
+                                           max_nodes=copts.get("max_nodes", 2000),
+                                           pieces_budget=copts.get("pieces_budget", 300.0) / len(union))
+            res.time = time.monotonic() - t
+            claims_result.append(res)
+        stable = {n: c for n, c in stable.items() if all(r.proofs[n].status == "proven" for r in claims_result)}
     t15 = time.monotonic()
     new, log = compress_graph(graph, stable, exact=exact)
     t2 = time.monotonic()
@@ -172,7 +187,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         "schema": REPORT_SCHEMA,
         "model": {"source": source, "sha256": graph.metadata.get("sha256"),
                   "format": graph.metadata.get("format")},
-        "domain": box.to_json(),
+        "domain": union.to_json(),
         "arithmetic": "exact" if exact else "float64",
         "facts": {"source": facts_source, "complete": facts.complete,
                   "method": facts.meta.get("method"), "counts": facts.counts(),
@@ -191,7 +206,11 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         "timings": {"analysis": round(t1 - t0, 3), "rewrite": round(t2 - t15, 3)},
     }
     if claims_result is not None:
-        dropped = {n: p.reason for n, p in claims_result.proofs.items() if p.status != "proven"}
+        dropped = {}
+        for k, r in enumerate(claims_result):
+            for n, p in r.proofs.items():
+                if p.status != "proven" and n not in dropped:
+                    dropped[n] = p.reason + (f" (box {k})" if len(union) > 1 else "")
         report["claims"] = {"from_analysis": len(facts.stable_map()), "proven_exactly": len(stable),
                             "not_proven": dict(sorted(dropped.items())),
                             "note": "only exactly re-proven claims were used by the rewrite; the "

@@ -7,7 +7,8 @@ batch dimension is implicit):
 ``affine``  ``y = W x + b`` with a dense weight ``W`` (out x in) and bias ``b``,
 ``relu``    ``y = max(x, 0)`` element-wise; it owns the *neuron ids*,
 ``add``     ``y = x_0 + x_1 + ...`` (residual connections),
-``output``  the network output (exactly one, identity).
+``output``  the network output (exactly one, identity on the logits; it may
+            carry an output *head*, see :class:`Output` and :mod:`leo_verify.heads`).
 
 Edges carry vectors; the edge attribute ``index`` is the argument position.
 
@@ -32,7 +33,7 @@ import numpy as np
 from .errors import GraphError
 
 __all__ = [
-    "Input", "Affine", "Relu", "Add", "Output", "Op", "Graph", "neuron_id",
+    "Input", "Affine", "Relu", "Add", "Output", "Op", "Graph", "neuron_id", "HEAD_NAMES",
 ]
 
 
@@ -54,7 +55,8 @@ class Input:
     """The network input: a vector of ``size`` reals.
 
     ``shape`` is the tensor shape the source model declared (informational;
-    emitters use a ``[batch, size]`` input).
+    the emitters take the source's input layout from ``Graph.metadata["io"]``,
+    else a ``[batch, size]`` input).
     """
 
     size: int
@@ -154,14 +156,59 @@ class Add:
     kind: ClassVar[str] = "add"
 
 
+#: output heads (see :mod:`leo_verify.heads`); ``"none"``: the outputs are the logits
+HEAD_NAMES = ("none", "softmax", "logsoftmax", "sigmoid", "tanh", "argmax")
+
+
 @dataclass(frozen=True, eq=False)
 class Output:
-    """The network output (identity); ``shape`` is the source model's declared shape."""
+    """The network output; ``shape`` is the source model's declared shape.
+
+    ``size`` is the number of *logits*: the value of the output node is its
+    argument (identity).  ``head`` is the operation the source model applies
+    after the last affine layer (one of :data:`HEAD_NAMES`) and ``head_attrs``
+    its attributes as ``(name, value)`` pairs, kept verbatim for the writers
+    (ONNX attribute names: ``axis``, ``keepdims``, ``select_last_index``).
+    Analyses, provers and certificates work on the logits; equal logits give
+    equal head outputs (:mod:`leo_verify.heads`).
+    """
 
     size: int
     shape: tuple = ()
+    head: str = "none"
+    head_attrs: tuple = ()
     kind: ClassVar[str] = "output"
     arity: ClassVar[int] = 1
+
+    def __post_init__(self):
+        if self.head not in HEAD_NAMES:
+            raise GraphError(f"output head {self.head!r} is not one of {', '.join(HEAD_NAMES)}")
+        attrs = []
+        for pair in self.head_attrs:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+                    and isinstance(pair[1], (int, float, str)) and not isinstance(pair[1], bool)):
+                raise GraphError(f"output head attribute {pair!r} is not a (name, number) pair")
+            attrs.append((pair[0], int(pair[1]) if isinstance(pair[1], int) else pair[1]))
+        if len({k for k, _ in attrs}) != len(attrs):
+            raise GraphError(f"output head attributes {attrs} repeat a name")
+        if self.head == "none" and attrs:
+            raise GraphError(f"output without a head has head attributes {attrs}")
+        object.__setattr__(self, "head_attrs", tuple(attrs))
+
+    def head_key(self) -> tuple:
+        """What determines the head's values given the logits: the head and, for
+        ``argmax``, its tie rule (first or last index).  ``axis`` is always the
+        logit axis and ``keepdims`` only shapes the result."""
+        if self.head == "argmax":
+            return ("argmax", "last" if int(dict(self.head_attrs).get("select_last_index", 0))
+                    else "first")
+        return (self.head,)
+
+    def head_text(self) -> str:
+        """E.g. ``softmax(axis=1)`` or ``none``."""
+        if not self.head_attrs:
+            return self.head
+        return f"{self.head}({', '.join(f'{k}={v}' for k, v in self.head_attrs)})"
 
 
 Op = Union[Input, Affine, Relu, Add, Output]

@@ -1,5 +1,9 @@
 """Interpreters: batched float64 (numpy) and exact (``fractions.Fraction``).
 
+Both interpreters compute the *logits*: the output node's value before any
+output head (:mod:`leo_verify.heads`); :func:`evaluate` applies the head on
+request.
+
 Each interpreter is one table ``op kind -> function(op, args)``; an op kind
 missing from a table raises :class:`UnsupportedOp` naming the node.  The exact
 interpreter uses :meth:`Affine.rational`, i.e. the exact rationals of the
@@ -85,10 +89,22 @@ def _run(graph: Graph, table: Mapping, x0, keep: bool):
     return values
 
 
-def evaluate(graph: Graph, x) -> np.ndarray:
-    """Outputs of ``graph`` at the points ``x`` (batch, n), float64."""
+def evaluate(graph: Graph, x, *, apply_head: bool = False) -> np.ndarray:
+    """Outputs of ``graph`` at the points ``x`` (batch, n), float64.
+
+    By default the *logits* (the output node's value, before any output head);
+    ``apply_head=True`` applies the network's head (:mod:`leo_verify.heads`):
+    softmax / log-softmax / sigmoid / tanh give (batch, m) floats, argmax a
+    (batch, 1) int64 array.
+    """
     pts = as_points(graph, x)
-    return _run(graph, FLOAT_OPS, pts, keep=False)[graph.output_name]
+    logits = _run(graph, FLOAT_OPS, pts, keep=False)[graph.output_name]
+    if apply_head:
+        op = graph.op(graph.output_name)
+        if op.head != "none":
+            from .heads import apply_head as _apply
+            return _apply(op.head, dict(op.head_attrs), logits)
+    return logits
 
 
 def evaluate_all(graph: Graph, x) -> dict:

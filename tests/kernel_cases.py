@@ -105,13 +105,13 @@ def forged_piece_folder(base) -> tuple[str, str]:
 
     def forge(doc):
         doc["original"]["sha256"] = h
-        for c in doc["claims"]:
+        for c in doc["regions"][0]["claims"]:
             if c["neuron"] == "relu1[0]":
                 c.update(method="pieces", bound="0", proof=None)
         root = {"lower": ["0", "0"], "upper": ["1", "1"], "proves": [], "claims": [], "lemmas": [],
                 "split": {"dim": 0, "at": "1/2"},
                 "children": [piece(["0", "0"], ["1/2", "1"], "inactive"), piece(["1/2", "0"], ["1", "1"], "active")]}
-        doc["pieces"] = root
+        doc["regions"][0]["pieces"] = root
 
     edit_json(os.path.join(out, "proofs", "certificate.json"), forge)
 

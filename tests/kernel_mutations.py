@@ -71,9 +71,10 @@ def meaning(folder) -> tuple:
         c = _load(folder, CERT)
         r = _load(folder, "report.json")
         files = sorted((n, _sha(os.path.join(folder, n))) for n in os.listdir(folder) if n.startswith("compressed."))
-        proven = sorted((x.get("neuron"), x.get("claim")) for x in c.get("claims", []) if isinstance(x, dict)
-                        and x.get("status") == "proven")
-        return (json.dumps([c.get("original"), c.get("domain"), c.get("emitted"), c.get("epsilon"),
+        proven = sorted((k, x.get("neuron"), x.get("claim")) for k, r in enumerate(c.get("regions", []))
+                        for x in r.get("claims", []) if isinstance(x, dict) and x.get("status") == "proven")
+        boxes = [(r.get("lower"), r.get("upper")) for r in c.get("regions", [])]
+        return (json.dumps([c.get("original"), boxes, c.get("emitted"), c.get("epsilon"),
                             c.get("verdict"), proven], sort_keys=True),
                 json.dumps([r.get("model", {}).get("sha256"),
                             [_num(v) for v in r.get("domain", {}).get("lower", [])],
@@ -215,7 +216,7 @@ def mutate_json(data, doc, neuron_ids: list) -> str:
 
 
 def _neuron_ids(cert) -> list:
-    return sorted({c["neuron"] for c in cert.get("claims", [])})
+    return sorted({c["neuron"] for r in cert.get("regions", []) for c in r.get("claims", [])})
 
 
 def apply_mutation(data, folder) -> str:
@@ -232,15 +233,16 @@ def apply_mutation(data, folder) -> str:
     elif what == "report":
         desc = "report: " + mutate_json(data, report, _neuron_ids(cert))
     elif what == "widen_both":
-        i = data.draw(st.integers(0, len(cert["domain"]["lower"]) - 1))
+        reg = cert["regions"][0]
+        i = data.draw(st.integers(0, len(reg["lower"]) - 1))
         side = data.draw(st.sampled_from(["lower", "upper"]))
         delta = Fraction(data.draw(st.sampled_from([1, 2 ** -20, 2 ** -52, 1000])))
-        new = Fraction(cert["domain"][side][i]) + (-delta if side == "lower" else delta)
-        cert["domain"][side][i] = fraction_str(new)
+        new = Fraction(reg[side][i]) + (-delta if side == "lower" else delta)
+        reg[side][i] = fraction_str(new)
         report["domain"][side][i] = float(new)
         desc = f"widen {side}[{i}] by {delta} in both files"
     elif what == "swap_ids":
-        proven = [c for c in cert["claims"] if c["status"] == "proven"]
+        proven = [c for c in cert["regions"][0]["claims"] if c["status"] == "proven"]
         if len(proven) >= 2:
             a, b = data.draw(st.sampled_from([(x, y) for x in proven for y in proven if x is not y][:200]))
             a["neuron"], b["neuron"] = b["neuron"], a["neuron"]
@@ -285,7 +287,7 @@ def apply_mutation(data, folder) -> str:
                 desc = f"move phase split at {'/'.join(map(str, path))}"
         else:
             desc = "move_cut: no cut; flip the first proven claim"
-            c = next(c for c in cert["claims"] if c["status"] == "proven")
+            c = next(c for c in cert["regions"][0]["claims"] if c["status"] == "proven")
             c["claim"] = "active" if c["claim"] == "inactive" else "inactive"
     with open(cpath, "w") as fh:
         json.dump(cert, fh)
@@ -310,8 +312,8 @@ def one(data, honest: str, work_root: str, tally: Tally, *, strict: bool) -> Non
         before = meaning(folder)
         # the reviewer's own inputs, taken before the mutation: the original model and the box
         model = _load(folder, "report.json")["model"]["source"]
-        dom = _load(folder, CERT)["domain"]
-        box = ([Fraction(v) for v in dom["lower"]], [Fraction(v) for v in dom["upper"]])
+        box = [([Fraction(v) for v in r["lower"]], [Fraction(v) for v in r["upper"]])
+               for r in _load(folder, CERT)["regions"]]
         desc = apply_mutation(data, folder)
         tally.n += 1
         try:

@@ -330,14 +330,15 @@ def test_cli_compress_certifies_and_recheck_reproduces(tmp_path):
     t1 = tmp_path / "t1"
     shutil.copytree(out, t1)
     doc1 = json.loads((t1 / "proofs" / "certificate.json").read_text())
-    lemmas = doc1["lemmas"]
+    lemmas = doc1["regions"][0]["lemmas"]
     if lemmas:
         k = next(iter(lemmas[0]["multipliers"]))
         lemmas[0]["multipliers"][k] = "0"
         lemmas[0]["value"] = str(Fraction(lemmas[0]["value"]) - 1 if lemmas[0]["side"] == "upper"
                                  else Fraction(lemmas[0]["value"]) + 1)
     else:  # no LP lemma on this net: claim an interval proof for a wrong side instead
-        doc1["claims"][0]["claim"] = "active" if doc1["claims"][0]["claim"] == "inactive" else "inactive"
+        c0 = doc1["regions"][0]["claims"][0]
+        c0["claim"] = "active" if c0["claim"] == "inactive" else "inactive"
     (t1 / "proofs" / "certificate.json").write_text(json.dumps(doc1))
     p = _run(["recheck", str(t1), "--json"])
     assert p.returncode == 2 and json.loads(p.stdout)["verdict"] == "not certified"

@@ -220,16 +220,16 @@ def test_cli_compress_certifies_with_a_piece_tree_and_recheck_catches_tampering(
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads((out / "proofs" / "certificate.json").read_text())
-    methods = {c["neuron"]: c["method"] for c in doc["claims"] if c["status"] == "proven"}
+    methods = {c["neuron"]: c["method"] for c in doc["regions"][0]["claims"] if c["status"] == "proven"}
     assert methods.get("relu1[0]") == "crown-split", methods
-    assert doc["trees"]["z"]["claims"] == {"relu1[0]": [0, "active"]}
+    assert doc["regions"][0]["trees"]["z"]["claims"] == {"relu1[0]": [0, "active"]}
     assert not any(e["obligation"] == "stability:relu1[0]" for e in doc["smt2"])
     p = subprocess.run(cli + ["recheck", str(out), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 0 and json.loads(p.stdout)["verdict"] == "certified", p.stdout + p.stderr
     # tampered tree: the first cut moved outside the box -> the claim, and the certificate, fail
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
-    doc["trees"]["z"]["tree"]["split"]["at"] = "3"
+    doc["regions"][0]["trees"]["z"]["tree"]["split"]["at"] = "3"
     (bad / "proofs" / "certificate.json").write_text(json.dumps(doc))
     p = subprocess.run(cli + ["recheck", str(bad), "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert p.returncode == 2 and json.loads(p.stdout)["verdict"] == "not certified", p.stdout + p.stderr
@@ -246,6 +246,6 @@ def test_certify_api_uses_piece_trees_and_accepts_a_pieces_budget():
     assert "relu1[0]" not in r.graph.neurons()  # folded: the analysis proved it active
     cert = certify(net, r.graph, box, {"relu1[0]": "active"}, fuzz_points=500)
     assert cert.verdict == "certified", [o.to_json() for o in cert.obligations if o.status != "proven"]
-    assert cert.data["trees"]["z"]["claims"] == {"relu1[0]": [0, "active"]}
+    assert cert.data["regions"][0]["trees"]["z"]["claims"] == {"relu1[0]": [0, "active"]}
     r2 = compress(net, box, certify_options={"pieces_budget": 30.0, "fuzz_points": 500})
     assert r2.report["certificate"]["verdict"] == "certified"

@@ -101,9 +101,9 @@ def test_forged_piece_proof_with_a_wrong_direction_is_not_certified(tmp_path):
     net = three_units(-0.5)
     from fractions import Fraction
     box = ([Fraction(0)] * 2, [Fraction(1)] * 2)
-    assert check_piece_tree(net, doc["pieces"], box, {"relu1[0]": "inactive"}) == set()
+    assert check_piece_tree(net, doc["regions"][0]["pieces"], box, {"relu1[0]": "inactive"}) == set()
     # the same tree with both halves honest about the claimed direction would be checked
-    assert check_piece_tree(net, doc["pieces"], box, {"relu1[0]": "active"}) == set()
+    assert check_piece_tree(net, doc["regions"][0]["pieces"], box, {"relu1[0]": "active"}) == set()
     # and the dropped unit really changes the function on half the box
     code, so, _ = run_cli(["check", model, os.path.join(out, "compressed.onnx"), "--domain", "box:0,1",
                            "--epsilon", "1e-3"])
@@ -114,7 +114,7 @@ def test_flipped_claim_direction_is_not_certified(honest, tmp_path):
     out = copy_folder(honest["tiny"], tmp_path / "t")
 
     def flip(doc):
-        c = next(c for c in doc["claims"] if c["status"] == "proven")
+        c = next(c for c in doc["regions"][0]["claims"] if c["status"] == "proven")
         c["claim"] = "active" if c["claim"] == "inactive" else "inactive"
     edit_json(os.path.join(out, "proofs", "certificate.json"), flip)
     code, s, _ = _verdict(out)
@@ -207,15 +207,15 @@ def test_report_command_marks_pages_not_rechecked(honest, tmp_path):
     (lambda d: d["epsilon"].update({"compressed.onnx": "1/0"}), 'epsilon.compressed.onnx: "1/0" is not a rational'),
     (lambda d: d["epsilon"].update({"compressed.onnx": "nan"}), 'epsilon.compressed.onnx: "nan" is not a rational'),
     (lambda d: d["epsilon"].update({"compressed.onnx": "xyz"}), "epsilon.compressed.onnx"),
-    (lambda d: d["claims"].append("not a claim"), "claims["),
-    (lambda d: d["claims"].append({"neuron": "relu1[0]"}), "claims["),
-    (lambda d: d["lemmas"][0].update(index="abc"), "lemmas[0].index"),
-    (lambda d: d["lemmas"][0].update(multipliers="xyz"), "lemmas[0].multipliers"),
-    (lambda d: d["lemmas"][0]["multipliers"].update({"0": "1/0"}), "lemmas[0].multipliers.0"),
+    (lambda d: d["regions"][0]["claims"].append("not a claim"), "regions[0].claims["),
+    (lambda d: d["regions"][0]["claims"].append({"neuron": "relu1[0]"}), "regions[0].claims["),
+    (lambda d: d["regions"][0]["lemmas"][0].update(index="abc"), "regions[0].lemmas[0].index"),
+    (lambda d: d["regions"][0]["lemmas"][0].update(multipliers="xyz"), "regions[0].lemmas[0].multipliers"),
+    (lambda d: d["regions"][0]["lemmas"][0]["multipliers"].update({"0": "1/0"}), "regions[0].lemmas[0].multipliers.0"),
     (lambda d: d.update(extra_field=1), "extra_field"),
-    (lambda d: d["domain"]["lower"].__setitem__(0, 0.0), "domain.lower[0]"),
-    (lambda d: d.update(schema="leo_verify.certificate/1"), "schema"),
-    (lambda d: d["claims"][0].update(claim="sideways"), "claims[0].claim"),
+    (lambda d: d["regions"][0]["lower"].__setitem__(0, 0.0), "regions[0].lower[0]"),
+    (lambda d: d.update(schema="leo_verify.certificate/2"), "schema"),
+    (lambda d: d["regions"][0]["claims"][0].update(claim="sideways"), "regions[0].claims[0].claim"),
 ])
 def test_junk_certificate_fields_exit_9_naming_the_field(honest, tmp_path, edit, path):
     out = copy_folder(honest["tiny"], tmp_path / "t")
@@ -231,7 +231,7 @@ def test_deeply_nested_certificate_is_one_line(honest, tmp_path):
     out = copy_folder(honest["tiny"], tmp_path / "t")
     text = open(_cert(out)).read()
     doc = json.loads(text)
-    doc["claims"][0]["proof"] = "PLACEHOLDER"
+    doc["regions"][0]["claims"][0]["proof"] = "PLACEHOLDER"
     text = json.dumps(doc).replace('"PLACEHOLDER"', '{"split": {"kind": "relu", "neuron": "relu1[0]"}, "children": ['
                                    * 3000 + '{"proof": "interval"}' + ', {"proof": "interval"}]}' * 3000)
     open(_cert(out), "w").write(text)
@@ -365,7 +365,7 @@ def test_model_path_that_is_not_a_regular_file_is_one_line(honest, tmp_path):
 
 
 @pytest.mark.parametrize("edit", [
-    lambda c, r: c["domain"]["upper"].__setitem__(0, "1" + "0" * 400),
+    lambda c, r: c["regions"][0]["upper"].__setitem__(0, "1" + "0" * 400),
     lambda c, r: (c["epsilon"].update({"compressed.onnx": "1" + "0" * 400}),
                   r["certificate"]["epsilon"]["compressed.onnx"].update(exact="1" + "0" * 400)),
 ])
@@ -394,7 +394,7 @@ def test_a_consistently_widened_domain_fails_when_the_reviewer_pins_the_domain(h
     out = copy_folder(honest["tiny"], tmp_path / "t")
 
     def widen(c, r):
-        c["domain"]["upper"][0] = "2"
+        c["regions"][0]["upper"][0] = "2"
         r["domain"]["upper"][0] = 2.0
     c = json.load(open(_cert(out)))
     r = json.load(open(os.path.join(out, "report.json")))

@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 
-from ..domain import Box, parse_domain
+from ..domain import Box, as_domain
 from ..errors import UsageError
 from ..graph import Graph
 from .facts import Facts, NeuronFact
@@ -104,7 +104,8 @@ def analyze(graph: Graph, domain, *, method: str = "fast", solver: str = "scip",
     Parameters
     ----------
     graph : the network.
-    domain : a :class:`Box` or a domain spec (see :func:`leo_verify.domain.parse_domain`).
+    domain : a :class:`Box`, a :class:`~leo_verify.domain.Domain` (a union of boxes: each box is
+        analysed and the facts merged, :mod:`.union`) or a domain spec.
     method : ``"fast"`` (default), ``"leo"`` or ``"isa"``.
     solver : ``"scip"`` (OR-Tools) or ``"highs"`` (highspy).
     query_time_limit : seconds per MILP query; a timeout leaves the neuron unknown.
@@ -138,7 +139,16 @@ def analyze(graph: Graph, domain, *, method: str = "fast", solver: str = "scip",
         raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if solver not in SOLVERS:
         raise UsageError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    box = domain if isinstance(domain, Box) else parse_domain(domain, n=graph.input_size)
+    if not isinstance(domain, Box):
+        union = as_domain(domain, n=graph.input_size)
+        if len(union) > 1:
+            from .union import analyze_union
+            return analyze_union(graph, union, analyze=analyze, progress=progress, budget=budget, method=method,
+                                 solver=solver, query_time_limit=query_time_limit, workers=workers,
+                                 threads=threads, seed=seed, data=data, scheduler=scheduler, executor=executor,
+                                 checkpoint=checkpoint, log=log, **tuning)
+        domain = union.boxes[0]
+    box = domain
     graph.lint(where="analyze input")
     if method == "leo":
         # LEO as published: bounds come from its own MILPs, not from CROWN.

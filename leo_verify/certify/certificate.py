@@ -38,7 +38,7 @@ from ..kernel.identity import check_identity
 # one spelling of the schema id and the verdict words: the checker kernel's
 from ..kernel.recheck import CERT_SCHEMA, CERTIFIED, NOT_CERTIFIED
 
-__all__ = ["Obligation", "Certificate", "certify", "CERT_SCHEMA", "CERTIFIED", "NOT_CERTIFIED"]
+__all__ = ["Obligation", "Certificate", "certify", "stability_id", "CERT_SCHEMA", "CERTIFIED", "NOT_CERTIFIED"]
 
 
 
@@ -115,7 +115,12 @@ def _infer_dtype(g: Graph) -> str:
     return "float32"
 
 
-def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, str], *,
+def stability_id(nid: str, k: int, n_boxes: int) -> str:
+    """The obligation id of ``nid``'s claim on box ``k`` (``@k`` only for unions of boxes)."""
+    return f"stability:{nid}" if n_boxes == 1 else f"stability:{nid}@{k}"
+
+
+def certify(original: Graph, compressed: Graph, box, claims: Mapping[str, str], *,
             emitted: Mapping[str, Graph] | None = None, dtype: str | None = None,
             time_limit: float = 5.0, max_nodes: int = 2000, fuzz: bool = True, seed: int = 0,
             fuzz_points: int = 10000, witnesses=None, progress=None, claims_result=None,
@@ -125,6 +130,8 @@ def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, s
     Parameters
     ----------
     original, compressed : the networks (``compressed`` with its exact rewritten weights).
+    box : a :class:`Box` or a :class:`~leo_verify.domain.Domain` (a union of boxes: every
+        claim is proven on every box, each box with its own proof data).
     claims : neuron id -> ``"active"``/``"inactive"``: the stability facts the
         rewrite used (all of them are re-proved; nothing else is trusted).
     emitted : file name -> the network *read back* from each emitted file.
@@ -132,36 +139,44 @@ def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, s
     time_limit, max_nodes : per-claim branch-and-bound budget.
     pieces_budget : seconds for piece-wise proofs (networks with <= 16 inputs),
         see :func:`~.pieces.prove_claims_with_pieces`.
-    fuzz, seed, fuzz_points, witnesses : the falsification campaign.
-    claims_result : proofs of ``claims`` already made (by ``compress`` before rewriting).
+    fuzz, seed, fuzz_points, witnesses : the falsification campaign (points shared
+        among the boxes).
+    claims_result : proofs of ``claims`` already made (by ``compress`` before
+        rewriting): one ``ClaimsResult`` or a list, one per box.
     """
+    from ..domain import as_domain
+    domain = as_domain(box)
+    boxes = domain.boxes
     cert = Certificate()
     t0 = time.monotonic()
-    if claims_result is not None and all(claims_result.proofs.get(n) is not None and
-                                         claims_result.proofs[n].claim == c for n, c in claims.items()):
-        res = claims_result
-        cert.timings["stability"] = getattr(res, "time", 0.0)
-        claims_set = set(claims)
-        proofs = {n: p for n, p in res.proofs.items() if n in claims_set}
-    else:
-        # the same prover compress uses (piece trees for networks with few inputs)
-        from .pieces import prove_claims_with_pieces
-        res = prove_claims_with_pieces(original, box, claims, time_limit=time_limit, max_nodes=max_nodes,
-                                       pieces_budget=pieces_budget, progress=progress)
-        cert.timings["stability"] = time.monotonic() - t0
-        proofs = res.proofs
-    for nid, p in proofs.items():
-        cert.obligations.append(Obligation(
-            f"stability:{nid}", "stability", _statement(nid, p.claim), p.status, p.method, p.time,
-            p.reason if p.status != "proven" else (f"bound {p.bound}" if p.bound else "")))
-    cert.data["claims"] = [p.to_json() for p in res.proofs.values()]  # all, for recheck
-    cert.data["lemmas"] = res.lemmas
-    cert.data["pieces"] = getattr(res, "pieces", None)
-    cert.data["trees"] = getattr(res, "trees", {})
-    cert.data["lemma_bounds"] = res.lemma_bounds  # for the SMT-LIB files (not JSON)
+    given = claims_result if isinstance(claims_result, list) else [claims_result] * len(boxes)
+    results = []
+    for k, b in enumerate(boxes):
+        res = given[k] if k < len(given) else None
+        if res is None or not all(res.proofs.get(n) is not None and res.proofs[n].claim == c
+                                  for n, c in claims.items()):
+            # the same prover compress uses (piece trees for networks with few inputs)
+            from .pieces import prove_claims_with_pieces
+            res = prove_claims_with_pieces(original, b, claims, time_limit=time_limit, max_nodes=max_nodes,
+                                           pieces_budget=pieces_budget / len(boxes), progress=progress)
+        results.append(res)
+        for nid in claims:
+            p = res.proofs[nid]
+            cert.obligations.append(Obligation(
+                stability_id(nid, k, len(boxes)), "stability",
+                _statement(nid, p.claim) + (f" (box {k})" if len(boxes) > 1 else ""), p.status, p.method,
+                p.time, p.reason if p.status != "proven" else (f"bound {p.bound}" if p.bound else "")))
+    cert.timings["stability"] = sum(getattr(r, "time", 0.0) or 0.0 for r in results) \
+        if claims_result is not None else time.monotonic() - t0
+    # per box: all claim proofs (for recheck), lemmas, piece trees
+    cert.data["regions"] = [{"box": b, "claims": [p.to_json() for p in r.proofs.values()], "lemmas": r.lemmas,
+                             "pieces": getattr(r, "pieces", None), "trees": getattr(r, "trees", {}),
+                             "lemma_bounds": r.lemma_bounds}  # lemma_bounds: for the SMT-LIB files (not JSON)
+                            for b, r in zip(boxes, results)]
+    proven = {n: c for n, c in claims.items() if all(r.proofs[n].status == "proven" for r in results)}
 
     t1 = time.monotonic()
-    ident = check_identity(original, compressed, {n: c for n, c in res.proven.items() if n in claims})
+    ident = check_identity(original, compressed, proven)
     cert.timings["rewrite"] = time.monotonic() - t1
     for layer, info in ident.layers.items():
         cert.obligations.append(Obligation(
@@ -182,7 +197,13 @@ def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, s
             f"rounding:{name}", "rounding", f"every weight of {name} is within half an ulp ({dt}) of the "
             f"exact rewritten weight", "proven" if ok else "open", "exact comparison", time.monotonic() - t2,
             why))
-        eps, why = deviation_bound(compressed, g, box.exact_bounds())
+        eps, why = None, ""
+        for b in boxes:  # eps on the union: the largest per box
+            e, why = deviation_bound(compressed, g, b.exact_bounds())
+            if e is None:
+                eps = None
+                break
+            eps = e if eps is None else max(eps, e)
         cert.timings[f"deviation:{name}"] = time.monotonic() - t2
         if eps is not None:
             cert.epsilon[name] = fraction_str(eps)
@@ -195,16 +216,36 @@ def certify(original: Graph, compressed: Graph, box: Box, claims: Mapping[str, s
                    ("" if ident.proven else "; rests on the rewrite identity, which is open")))
         if fuzz:
             t3 = time.monotonic()
-            cert.obligations.append(_fuzz(original, g, box, name, eps, seed=seed, points=fuzz_points,
-                                          witnesses=witnesses, into=cert.fuzz))
+            runs = [_fuzz(original, g, b, name, eps, seed=seed + k, points=max(500, fuzz_points // len(boxes)),
+                          witnesses=witnesses) for k, b in enumerate(boxes)]
+            obs = [o for o, _ in runs]
+            worst = next((o for o in obs if o.status == "refuted"), None) or next(
+                (o for o in obs if o.status == "open"), None) or obs[0]
+            if len(boxes) > 1 and worst.status == "passed":
+                worst.detail = f"{len(boxes)} boxes: " + "; ".join(o.detail for o in obs[:3]) + \
+                    (" ..." if len(obs) > 3 else "")
+            cert.obligations.append(worst)
             cert.obligations[-1].time = time.monotonic() - t3
+            cert.fuzz[name] = _fuzz_summary([sm for _, sm in runs], boxes)
             cert.timings[f"fuzz:{name}"] = time.monotonic() - t3
     cert.timings["total"] = time.monotonic() - t0
     return cert
 
 
+def _fuzz_summary(summaries: list, boxes) -> dict:
+    """One fuzz summary over all boxes."""
+    if len(summaries) == 1:
+        return summaries[0]
+    out = {"max_diff_float64": max(s["max_diff_float64"] for s in summaries),
+           "points": sum(s["points"] for s in summaries), "seed": summaries[0]["seed"], "boxes": len(boxes)}
+    cx = next((s for s in summaries if "counterexample" in s), None)
+    if cx is not None:
+        out["counterexample"] = cx["counterexample"]
+    return out
+
+
 def _fuzz(original: Graph, g: Graph, box: Box, name: str, eps: Fraction | None, *, seed, points,
-          witnesses, into: dict) -> Obligation:
+          witnesses) -> tuple[Obligation, dict]:
     from .fuzz import falsify
     r = falsify(original, g, box, seed=seed, points=points, extra=witnesses)
     ob = Obligation(f"fuzz:{name}", "fuzz",
@@ -228,5 +269,4 @@ def _fuzz(original: Graph, g: Graph, box: Box, name: str, eps: Fraction | None, 
         ob.status = "open"
         ob.detail = "no eps to compare with"
     ob.detail = ob.detail or f"largest difference seen {r.max_diff:.3e} (float64) over {r.evaluated} points"
-    into[name] = summary
-    return ob
+    return ob, summary

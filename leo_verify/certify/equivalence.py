@@ -10,6 +10,11 @@ Three questions (``mode``):
                argmax is the *first* index attaining the maximum (``numpy.argmax``), in
                exact arithmetic.
 
+Output heads: the provers below work on the logits (the outputs before any
+head); :func:`check_equivalence` turns the question about the head outputs into
+checks of the logits (``top1`` sees through order-preserving heads, ``epsilon``
+divides by the head's Lipschitz constant, see :func:`_check_with_heads`).
+
 The check is a sequence of provers tried in order; each answers
 ``"equivalent"``, ``"counterexample"`` or nothing (unknown):
 
@@ -997,12 +1002,153 @@ def _z3_stage(ctx: _Ctx, entry: dict, max_neurons: int, share_of_time: float):
 
 # -- the entry point ---------------------------------------------------------------------------------
 
+#: a float64 head output is within this much (times 1 + |value|) of the real one
+#: (numpy's exp/log/tanh are accurate to a few ulps; this is ~10^7 ulps)
+HEAD_FLOAT_MARGIN = 1e-9
+
+
+_KEEP = object()
+
+
+def _head_result(r: CheckResult, *, mode: str, epsilon: float, verdict: str | None = None,
+                 reason: str = "", best_bound=_KEEP) -> CheckResult:
+    """``r`` (a check of the logits) restated as the answer about the head outputs.
+    ``best_bound``: a proven bound on the head outputs' difference (default: None unless
+    ``r`` is a top-1 check, whose bound field is not printed)."""
+    r.mode, r.epsilon = mode, float(epsilon)
+    if best_bound is _KEEP:
+        best_bound = r.best_bound if mode == "top1" else None
+    if verdict is not None and verdict != r.verdict:
+        r.verdict = verdict
+        if verdict == "unknown":
+            r.method = r.proof = None
+            r.counterexample = None
+    r.best_bound = best_bound
+    r.reason = reason + ("; " if reason and r.reason else "") + r.reason
+    return r
+
+
+def _check_with_heads(f: Graph, g: Graph, box: Box, mode: str, epsilon: float, run) -> CheckResult:
+    """The question about the *head outputs*, answered from checks of the logits.
+
+    ``run(mode, epsilon)`` checks the logits.  What transfers (the proofs are in
+    :mod:`leo_verify.heads`):
+
+    * ``top1``: softmax, log-softmax, sigmoid, tanh (order-preserving) and argmax
+      with first-index ties have the argmax of the logits, ties included:
+      the logits' top-1 check is the answer.
+    * different heads (``head_key``): not decided (equal logits do not give
+      equal outputs): ``unknown`` with the reason.
+    * ``exact``: equal logits give equal outputs; a logit counterexample is one
+      for sigmoid / tanh (injective), for softmax / log-softmax when the logit
+      difference is not the same at every output (they are invariant to a
+      common shift, and only to it), for argmax as a top-1 check.
+    * ``epsilon`` with a head of Lipschitz constant ``L``: the logits are checked
+      with ``epsilon / L``; proven -> the head outputs are within ``epsilon``; a
+      logit counterexample counts only when the head outputs, computed in
+      float64 from the exact logits, differ by more than ``epsilon`` plus a
+      float margin.  argmax: the indices are equal where the top-1 check proves it.
+    """
+    from ..heads import HEADS, apply_head
+    fo, go = f.op(f.output_name), g.op(g.output_name)
+    t0 = time.monotonic()
+
+    def undecided(reason: str) -> CheckResult:
+        return CheckResult("unknown", mode=mode, epsilon=epsilon, reason=reason,
+                           time=time.monotonic() - t0)
+
+    def transparent(o) -> bool:
+        return o.head_key() != ("argmax", "last")
+
+    heads = f"heads: A {fo.head_text()}, B {go.head_text()}"
+    if mode == "top1":
+        if not (transparent(fo) and transparent(go)):
+            return undecided(f"{heads}: an ArgMax with select_last_index=1 resolves ties to the "
+                             "last index; --top1 compares first-index argmaxes of the logits")
+        r = run("top1", epsilon)
+        return _head_result(r, mode=mode, epsilon=epsilon, reason=(
+            f"{heads}: each preserves the argmax of the logits (ties included), so the logits "
+            "were compared"))
+    if fo.head_key() != go.head_key():
+        return undecided(f"the networks end with different output heads (A {fo.head_text()}, B "
+                         f"{go.head_text()}): equal logits do not give equal outputs, and "
+                         "outputs of different heads are not compared; not proven equivalent")
+    head = fo.head
+    attrs = dict(fo.head_attrs)
+    if head == "argmax":
+        if not transparent(fo):
+            if mode == "exact":
+                r = run("exact", epsilon)
+                if r.verdict == "equivalent":
+                    return _head_result(r, mode=mode, epsilon=epsilon,
+                                        reason="argmax heads: the logits are equal")
+                return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", reason=(
+                    "argmax heads with select_last_index=1: the logits are not proven equal, and "
+                    "--top1 compares first-index argmaxes"))
+            return undecided("argmax heads with select_last_index=1: --top1 compares first-index "
+                             "argmaxes of the logits; not decided")
+        r = run("top1", epsilon)
+        note = "argmax heads (first index on ties): compared the argmax of the logits"
+        if r.verdict == "counterexample" and mode == "epsilon":
+            cex = r.counterexample
+            if abs(cex["argmax_f"] - cex["argmax_g"]) <= epsilon:
+                return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", reason=(
+                    note + f"; the argmaxes differ ({cex['argmax_f']} vs {cex['argmax_g']}) but by "
+                    f"no more than epsilon"))
+        return _head_result(r, mode=mode, epsilon=epsilon, reason=note)
+    if mode == "exact":
+        r = run("exact", epsilon)
+        note = f"{head} heads: equal logits give equal outputs"
+        if r.verdict == "counterexample" and head in ("softmax", "logsoftmax"):
+            cex = r.counterexample
+            diffs = {Fraction(a) - Fraction(b) for a, b in zip(cex["f_exact"], cex["g_exact"])}
+            if len(diffs) <= 1:
+                return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", reason=(
+                    note + f"; the logits differ at x by the same constant at every output, where "
+                    f"the {head} outputs are equal: not decided"))
+            note += f"; {head} outputs are equal only where the logits differ by a common constant"
+        elif r.verdict == "counterexample":
+            note += f"; {head} is injective, so the outputs differ where the logits do"
+        return _head_result(r, mode=mode, epsilon=epsilon, reason=note)
+    L = HEADS[head].lipschitz
+    inner = float(Fraction(epsilon) / L)
+    if Fraction(inner) > Fraction(epsilon) / L:  # round down: a proof must be of <= epsilon / L
+        inner = float(np.nextafter(inner, 0.0))
+    r = run("epsilon", inner)
+    note = (f"{head} heads (Lipschitz {L} in the infinity norm, leo_verify/heads.py): checked "
+            f"|logits A - logits B| <= epsilon / {L} = {inner:.6g}")
+    bound = None if r.best_bound is None else float(r.best_bound) * float(L)
+    if r.verdict == "counterexample":
+        cex = r.counterexample
+        ef = np.array([float(Fraction(v)) for v in cex["f_exact"]])[None, :]
+        eg = np.array([float(Fraction(v)) for v in cex["g_exact"]])[None, :]
+        hf, hg = apply_head(head, attrs, ef)[0], apply_head(head, attrs, eg)[0]
+        d = np.abs(hf - hg)
+        k = int(np.argmax(d))
+        margin = HEAD_FLOAT_MARGIN * (1 + max(abs(hf[k]), abs(hg[k])))
+        cex.update(head=head, head_f=hf.tolist(), head_g=hg.tolist(), head_difference=float(d[k]),
+                   head_output=k)
+        if d[k] - margin > epsilon:
+            return _head_result(r, mode=mode, epsilon=epsilon, best_bound=bound, reason=(
+                note + f"; at the counterexample the {head} outputs differ by {d[k]:.6g} > epsilon "
+                f"(output {k}, float64 from the exact logits, margin {margin:.1e})"))
+        return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", best_bound=bound,
+                            reason=note + f"; the logits differ by more than epsilon / {L} at a "
+                            f"point where the {head} outputs differ by only {d[k]:.6g}: not decided")
+    return _head_result(r, mode=mode, epsilon=epsilon, best_bound=bound, reason=(
+        note + (f", so |{head} A - {head} B| <= {L} * that = epsilon" if r.verdict == "equivalent"
+                else "")))
+
+
 def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
                       epsilon: float = 1e-6, time_limit: float = 60.0, solver: str = "scip",
                       seed: int = 0, provers: Sequence | None = None,
                       methods: Sequence[str] | None = None, fuzz_options: dict | None = None,
                       z3_max_neurons: int = Z3_MAX_NEURONS, share: bool = True) -> CheckResult:
     """Decide whether ``f`` and ``g`` agree on ``box`` (see the module docstring).
+
+    Networks with output heads (:mod:`leo_verify.heads`) are compared on their
+    head outputs, through checks of their logits: see :func:`_check_with_heads`.
 
     Parameters
     ----------
@@ -1045,6 +1191,18 @@ def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UsageError(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    if f.op(f.output_name).head != "none" or g.op(g.output_name).head != "none":
+        def run(m: str, eps: float) -> CheckResult:
+            return _check_logits(f, g, box, m, eps, time_limit, solver, seed, provers, methods,
+                                 fuzz_options, z3_max_neurons, share)
+        return _check_with_heads(f, g, box, mode, epsilon, run)
+    return _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
+                         fuzz_options, z3_max_neurons, share)
+
+
+def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
+                  fuzz_options, z3_max_neurons, share) -> CheckResult:
+    """:func:`check_equivalence` on the logits (the networks' outputs before any head)."""
     ctx = _Ctx(f, g, box, mode, epsilon, time_limit, solver, seed)
     ctx.share = bool(share)
     # (stage name, method it belongs to, function)

@@ -28,7 +28,6 @@ import os
 import re
 import time
 
-from ..domain import Box
 from ..graph import Graph
 from ..kernel.exact import fraction_str
 from ..kernel.intervals import fraction_lists, node_bounds
@@ -69,41 +68,46 @@ def _layer_of(graph: Graph) -> dict:
             for i, nid in enumerate(op.neurons)}
 
 
-def _smt2_files(folder: str, original: Graph, box: Box, cert: Certificate, lemma_bounds: dict) -> dict:
-    """Write one SMT-LIB file per claim proven by LP / branching; returns id -> file."""
+def _smt2_files(folder: str, original: Graph, cert: Certificate) -> dict:
+    """Write one SMT-LIB file per claim (and box) proven by branching; returns obligation id -> file."""
+    from .certificate import stability_id
     where = _layer_of(original)
     order = [r for r, _ in original.relus()]
-    proven = {c["neuron"]: c for c in cert.data["claims"] if c["status"] == "proven"}
+    regions = cert.data["regions"]
     files = {}
-    box_q = box.exact_bounds()
-    for nid, c in proven.items():
-        # interval and LP-dual claims are linear certificates checked exactly by
-        # recheck; the claims that needed case splits get an SMT-LIB statement.
-        # Not the crown-split ones: their proof is the piece tree (recomputed by
-        # recheck), and their exact-ReLU statements are deep ACAS Xu queries
-        # (~0.6 MB each, 130 per network) that z3 does not close anyway
-        if c["method"] in ("interval", "lp-dual", "crown-split") or nid not in where:
-            continue
-        relu, pre, row = where[nid]
-        k = order.index(relu)
-        earlier = set(order[:k])
-        phase = {n: p["claim"] for n, p in proven.items() if where.get(n, ("",))[0] in earlier}
-        lem = {n: v for n, v in lemma_bounds.items() if n != pre}
-        b = node_bounds(original, box_q, lemmas=lem, phase=phase, upto=pre)
-        s = claim_query(original, box_q, bounds=fraction_lists(b), phase=phase, pre=pre, row=row,
-                        claim=c["claim"], relax=c["method"] == "lp-dual")
-        name = smt2_name(nid)
-        text = to_smt2(s, comment=f"leo_verify obligation stability:{nid}: the negation of "
-                                  f"'{nid} is stably {c['claim']}' over the domain; "
-                                  f"{'triangle relaxation (no case split)' if c['method'] == 'lp-dual' else 'exact ReLU semantics'}",
-                       expect="unsat")
-        atomic_write_text(os.path.join(folder, name), text)
-        files[f"stability:{nid}"] = name
+    for k, reg in enumerate(regions):
+        proven = {c["neuron"]: c for c in reg["claims"] if c["status"] == "proven"}
+        box_q = reg["box"].exact_bounds()
+        for nid, c in proven.items():
+            # interval and LP-dual claims are linear certificates checked exactly by
+            # recheck; the claims that needed case splits get an SMT-LIB statement.
+            # Not the crown-split ones: their proof is the piece tree (recomputed by
+            # recheck), and their exact-ReLU statements are deep ACAS Xu queries
+            # (~0.6 MB each, 130 per network) that z3 does not close anyway
+            oid = stability_id(nid, k, len(regions))
+            if c["method"] in ("interval", "lp-dual", "crown-split") or nid not in where or \
+                    not any(o.id == oid for o in cert.obligations):
+                continue
+            relu, pre, row = where[nid]
+            earlier = set(order[:order.index(relu)])
+            phase = {n: p["claim"] for n, p in proven.items() if where.get(n, ("",))[0] in earlier}
+            lem = {n: v for n, v in reg["lemma_bounds"].items() if n != pre}
+            b = node_bounds(original, box_q, lemmas=lem, phase=phase, upto=pre)
+            s = claim_query(original, box_q, bounds=fraction_lists(b), phase=phase, pre=pre, row=row,
+                            claim=c["claim"], relax=c["method"] == "lp-dual")
+            name = smt2_name(nid if len(regions) == 1 else f"{nid}@{k}")
+            text = to_smt2(s, comment=f"leo_verify obligation {oid}: the negation of "
+                                      f"'{nid} is stably {c['claim']}' over the "
+                                      f"{'domain' if len(regions) == 1 else f'box {k} of the domain'}; "
+                                      f"{'triangle relaxation (no case split)' if c['method'] == 'lp-dual' else 'exact ReLU semantics'}",
+                           expect="unsat")
+            atomic_write_text(os.path.join(folder, name), text)
+            files[oid] = name
     return files
 
 
-def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed: Graph, box: Box,
-                 model_sha: str | None, emitted: dict, lemma_bounds: dict, smt2: bool = True) -> str:
+def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed: Graph,
+                 model_sha: str | None, emitted: dict, smt2: bool = True) -> str:
     """Write ``out_dir/proofs/`` (see the module docstring); returns the folder."""
     from ..errors import DataError
     from ..kernel.binding import plain_name
@@ -115,23 +119,24 @@ def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed
                         f"'compressed.<ext>' names inside the output folder")
     folder = os.path.join(out_dir, "proofs")
     os.makedirs(folder, exist_ok=True)
-    files = _smt2_files(folder, original, box, cert, lemma_bounds) if smt2 else {}
+    files = _smt2_files(folder, original, cert) if smt2 else {}
     for ob in cert.obligations:
         ob.smt2 = files.get(ob.id)
+    regions = []
+    for reg in cert.data["regions"]:
+        lo, hi = reg["box"].exact_bounds()
+        regions.append({"lower": [fraction_str(v) for v in lo], "upper": [fraction_str(v) for v in hi],
+                        "claims": reg["claims"], "lemmas": reg["lemmas"], "pieces": reg.get("pieces"),
+                        "trees": reg.get("trees") or {}})
     doc = {
         "schema": CERT_SCHEMA,
         "verdict": cert.verdict,
         "original": {"sha256": model_sha},
         "emitted": {name: {"sha256": sha256_file(os.path.join(out_dir, name))} for name in emitted},
-        "domain": {"lower": [fraction_str(v) for v in box.exact_bounds()[0]],
-                   "upper": [fraction_str(v) for v in box.exact_bounds()[1]]},
+        "regions": regions,
         "obligations": [o.to_json() for o in cert.obligations],
         "epsilon": cert.epsilon,
         "smt2": [{"file": f, "obligation": k, "expected": "unsat"} for k, f in sorted(files.items())],
-        "claims": cert.data["claims"],
-        "lemmas": cert.data["lemmas"],
-        "pieces": cert.data.get("pieces"),
-        "trees": cert.data.get("trees") or {},
         "exact_weights": exact_weights_json(compressed),
     }
     atomic_write_text(os.path.join(folder, "certificate.json"), json.dumps(doc, indent=1) + "\n")

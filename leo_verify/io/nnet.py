@@ -302,6 +302,10 @@ def _chain_segments(graph: Graph) -> list[list[str]]:
     if not graph.is_chain():
         raise UnsupportedOp(f"save_nnet: graph {graph.name!r} has residual adds or branches; "
                             "the NNet format holds only Affine/ReLU chains")
+    head = graph.op(graph.output_name).head
+    if head != "none":
+        raise UnsupportedOp(f"save_nnet: graph {graph.name!r} ends with a {head} head, which the "
+                            "NNet format cannot record: export ONNX instead")
     segments: list[list[str]] = [[]]
     after_relu = False
     node = graph.users(graph.input_name)[0]

@@ -71,7 +71,17 @@ fuzzes this).  In order:
 Writer
 ------
 :func:`to_onnx_model` emits ``input [batch, n] -> Gemm(transB=1) / Relu / Add
--> Identity -> output [batch, m]`` at opset 13 by default.
+-> Identity -> output [batch, m]`` at opset 13 by default; with the source's
+input/output names and shapes (``graph.metadata["io"]``) it keeps them, with a
+leading ``Flatten``/``Reshape`` and a trailing ``Reshape`` where the layout
+needs them, and ends with the output head instead of the ``Identity`` when the
+network has one (see :func:`to_onnx_model`).
+
+Output heads: ``Softmax``, ``LogSoftmax``, ``Sigmoid``, ``Tanh`` and ``ArgMax``
+are read only as the last operation (followed by nothing but ``Identity``),
+over the last axis of a tensor whose other dims are 1 (the logits of one
+sample); they become the ``head`` of the :class:`~leo_verify.graph.Output`
+op.  A head anywhere else is an :class:`UnsupportedOp` naming its node.
 """
 from __future__ import annotations
 
@@ -397,6 +407,7 @@ class _Tracer:
         self.graph.metadata.update({
             "source": self.source, "format": "onnx", "opset": self.opset, "dtype": dtype,
             "input_name": inp.name, "output_name": out.name,
+            "io": {"input": _io_entry(inp), "output": _io_entry(out)},
         })
         try:
             return self.graph.lint(where="onnx loader")
@@ -443,7 +454,13 @@ class _Tracer:
             elif name not in self.values:
                 raise self.error(f"input tensor {_clip(name)!r} is used before it is defined")
             else:
-                ins.append(self.values[name])
+                v = self.values[name]
+                if isinstance(v, _HeadValue) and node.op_type != "Identity":
+                    raise UnsupportedOp(
+                        f"ONNX model {self.source!r}: {v.where}: a {v.op_type} head is supported "
+                        f"only as the last operation of the network (after the last affine layer), "
+                        f"but its output is read by {self.where}")
+                ins.append(v)
         try:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             outs = handler(self, node, ins, attrs)
@@ -465,7 +482,10 @@ class _Tracer:
                 self.values[name] = v
 
     def finish(self, out, v, in_node: str) -> None:
-        """Add the Output node for the graph output value ``v``."""
+        """Add the Output node for the graph output value ``v`` (a head is kept on it)."""
+        head, head_attrs = "none", ()
+        if isinstance(v, _HeadValue):
+            head, head_attrs, v = v.head, v.attrs, v.value
         if _is_const(v):
             # a constant network: zero weights from the input
             c = self.as_float(v, f"graph output {out.name!r}").ravel()
@@ -485,10 +505,24 @@ class _Tracer:
                 sizes = {_size(declared)}
             elif len(declared) >= 2 and all(isinstance(d, int) for d in declared[1:]):
                 sizes = {_size(declared[1:])}
-            if sizes and v.size not in sizes:
+            computed = 1 if head == "argmax" else v.size
+            if sizes and computed not in sizes:
                 raise self.error(f"graph output {out.name!r} declares shape {list(declared)} but "
-                                 f"computes {v.size} values")
-        self.graph.add(self.graph.fresh_name("output"), Output(v.size, shape=declared), [src])
+                                 f"computes {computed} values")
+        self.graph.add(self.graph.fresh_name("output"),
+                       Output(v.size, shape=declared, head=head, head_attrs=head_attrs), [src])
+
+
+def _io_entry(value_info) -> dict:
+    """Name, element type and declared dims (ints, dim_param strings, None) of a graph input
+    or output, for a writer that keeps them (``metadata["io"]``)."""
+    tt = value_info.type.tensor_type if value_info.type.HasField("tensor_type") else None
+    shape = None
+    if tt is not None and tt.HasField("shape"):
+        shape = [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in tt.shape.dim]
+    return {"name": value_info.name, "elem_type": int(tt.elem_type) if tt is not None else 0,
+            "shape": shape}
 
 
 #: input positions an op may leave empty ("")
@@ -895,6 +929,66 @@ def _op_relu(t, node, ins, attrs):
     return [t.fresh(name, x.shape)]
 
 
+# -- output heads ---------------------------------------------------------------
+class _HeadValue:
+    """The output of a head op (Softmax, ..., ArgMax) applied to ``value``.
+
+    Only the graph output (possibly through Identity) may be a head value:
+    :meth:`_Tracer.trace` refuses any other reader of it, naming the head node.
+    """
+
+    def __init__(self, value, head: str, op_type: str, attrs: tuple, where: str):
+        self.value, self.head, self.op_type, self.attrs, self.where = value, head, op_type, attrs, where
+        self.shape = tuple(value.shape)
+
+    @property
+    def size(self) -> int:
+        return _size(self.shape)
+
+
+#: ONNX op -> head name (see leo_verify.heads)
+_HEAD_OPS = {"Softmax": "softmax", "LogSoftmax": "logsoftmax", "Sigmoid": "sigmoid",
+             "Tanh": "tanh", "ArgMax": "argmax"}
+#: head -> the attributes the reader (and the kernel's form check) accept
+HEAD_ATTRIBUTES = {"softmax": ("axis",), "logsoftmax": ("axis",), "sigmoid": (), "tanh": (),
+                   "argmax": ("axis", "keepdims", "select_last_index")}
+
+
+def head_axis_default(head: str, opset: int) -> int:
+    """The ONNX default ``axis`` of a head op at ``opset``."""
+    if head == "argmax":
+        return 0
+    return -1 if opset >= 13 else 1
+
+
+def _op_head(t, node, ins, attrs):
+    head = _HEAD_OPS[node.op_type]
+    x = ins[0]
+    extra = sorted(set(attrs) - set(HEAD_ATTRIBUTES[head]))
+    if extra:
+        raise t.error(f"{node.op_type} with attribute(s) {extra} is not supported", UnsupportedOp)
+    for k, v in attrs.items():
+        if not isinstance(v, int):
+            raise t.error(f"attribute {k!r} must be an integer, got {v!r}")
+    shape = tuple(int(d) for d in x.shape)
+    if head in ("softmax", "logsoftmax", "argmax"):
+        r = len(shape)
+        axis = int(attrs.get("axis", head_axis_default(head, t.opset)))
+        a = axis + r if axis < 0 else axis
+        if r == 0 or a != r - 1:
+            raise t.error(f"{node.op_type} over axis {axis} of a tensor of shape {list(shape)}: only a "
+                          f"head over the last axis (the logits of one sample) is supported",
+                          UnsupportedOp)
+        if any(d != 1 for d in shape[:-1]):
+            raise t.error(f"{node.op_type} over the last axis of a tensor of shape {list(shape)} acts "
+                          f"on groups of {shape[-1]} of its {_size(shape)} values; only a head over all "
+                          f"the outputs of a sample is supported", UnsupportedOp)
+        for k in ("keepdims", "select_last_index"):
+            if int(attrs.get(k, 0)) not in (0, 1):
+                raise t.error(f"{k}={attrs[k]} is not 0 or 1")
+    return [_HeadValue(x, head, node.op_type, tuple(attrs.items()), t.where)]
+
+
 # -- element-wise arithmetic ------------------------------------------------
 def _broadcast_select(t, x: _Pending, shape: tuple) -> np.ndarray:
     """Row selection broadcasting the pending ``x`` to ``shape``."""
@@ -1178,6 +1272,7 @@ _HANDLERS: Mapping[str, Callable] = {
     "Cast": _op_cast,
     "Concat": _op_concat,
     "Gather": _op_gather,
+    **{op: _op_head for op in _HEAD_OPS},
 }
 
 #: ONNX op types the reader understands.
@@ -1291,6 +1386,110 @@ def load_onnx(path, *, name: str | None = None) -> Graph:
 # ---------------------------------------------------------------------------
 # writer
 # ---------------------------------------------------------------------------
+_HEAD_OP_TYPES = {h: op for op, h in _HEAD_OPS.items()}
+
+
+def _is_int(d) -> bool:
+    return isinstance(d, int) and not isinstance(d, bool)
+
+
+def _is_dynamic(d) -> bool:
+    return d is None or isinstance(d, str)
+
+
+@dataclass
+class _Layout:
+    """How the emitted file wraps the graph: the graph works on ``[B, n] -> [B, m]``."""
+
+    in_name: str
+    in_dims: list
+    pre: str | None          # None, "flatten" (Flatten(axis=1)) or "reshape" (to [1, n])
+    out_name: str
+    out_dims: list
+    post: list | None        # the constant shape of a final Reshape of the logits, or None
+    head_attrs: tuple        # the head's attributes as written
+
+
+def _head_fits(head: str, attrs: Mapping, logits: list, opset: int) -> bool:
+    """The head acts on all the logits of a sample of shape ``logits``: over the last
+    axis, all other dims but the batch being 1 (what the reader and the kernel accept)."""
+    if head not in ("softmax", "logsoftmax", "argmax"):
+        return True
+    rank = len(logits)
+    axis = int(attrs.get("axis", head_axis_default(head, opset)))
+    return rank >= 1 and (axis + rank if axis < 0 else axis) == rank - 1 and \
+        all(d == 1 for d in logits[1:-1])
+
+
+def _fallback_layout(graph: Graph, out: Output, opset: int) -> _Layout:
+    """``input [batch, n]`` -> ``output [batch, m]`` (or the head's shape on ``[batch, m]``)."""
+    attrs = dict(out.head_attrs)
+    if out.head in ("softmax", "logsoftmax") and "axis" in attrs or out.head == "argmax":
+        attrs["axis"] = 1
+    dims = ["batch", graph.output_size]
+    if out.head == "argmax":
+        dims = ["batch", 1] if int(attrs.get("keepdims", 1)) else ["batch"]
+    return _Layout("input", ["batch", graph.input_size], None, "output", dims, None,
+                   tuple(attrs.items()))
+
+
+def _layout(graph: Graph, opset: int) -> _Layout:
+    """The drop-in layout from ``graph.metadata["io"]`` (the source file's input and output
+    names and shapes), or the ``[batch, n] -> [batch, m]`` fallback when there is none or it
+    is not one of the supported layouts (see :func:`to_onnx_model`)."""
+    out = graph.op(graph.output_name)
+    fallback = _fallback_layout(graph, out, opset)
+    io = graph.metadata.get("io")
+    if not isinstance(io, Mapping):
+        return fallback
+    ii, oo = io.get("input") or {}, io.get("output") or {}
+    D, O = ii.get("shape"), oo.get("shape")
+    names = (ii.get("name"), oo.get("name"))
+    if not (isinstance(D, list) and isinstance(O, list) and all(isinstance(x, str) and x for x in names)
+            and names[0] != names[1]):
+        return fallback
+    n, m = graph.input_size, graph.output_size
+    if len(D) == 1:
+        if D[0] != n:
+            return fallback
+        batch, pre = "none", "reshape"
+    elif len(D) >= 2:
+        rest = D[1:]
+        if not (D[0] == 1 or _is_dynamic(D[0])) or not all(_is_int(d) and d > 0 for d in rest) \
+                or _size(rest) != n:
+            return fallback
+        batch, pre = ("one" if D[0] == 1 else "dynamic"), (None if len(D) == 2 else "flatten")
+    else:
+        return fallback
+    attrs = dict(out.head_attrs)
+    L = list(O)  # the shape of the logits, which the head maps to the output shape O
+    if out.head == "argmax":
+        if int(attrs.get("keepdims", 1)):
+            if not O or not (O[-1] == 1 or _is_dynamic(O[-1])):
+                return fallback
+            L = O[:-1] + [m]
+        else:
+            L = O + [m]
+    if len(L) == 1:
+        if L[0] != m or batch == "dynamic":
+            return fallback
+        post = [m]
+    elif len(L) >= 2:
+        rest = L[1:]
+        if not all(_is_int(d) and d > 0 for d in rest) or _size(rest) != m:
+            return fallback
+        ok = _is_dynamic(L[0]) if batch == "dynamic" else (
+            L[0] == 1 if batch == "none" else (L[0] == 1 or _is_dynamic(L[0])))
+        if not ok:
+            return fallback
+        post = None if len(L) == 2 else [-1] + list(rest)
+    else:
+        return fallback
+    if not _head_fits(out.head, attrs, L, opset):
+        return fallback
+    return _Layout(names[0], list(D), pre, names[1], list(O), post, tuple(out.head_attrs))
+
+
 def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) -> onnx.ModelProto:
     """The ONNX model of ``graph``.
 
@@ -1309,19 +1508,36 @@ def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) ->
     Returns
     -------
     onnx.ModelProto
-        Input ``"input"`` of shape ``[batch, n]``, output ``"output"`` of shape
-        ``[batch, m]``; one ``Gemm(transB=1)`` per affine node (weight stored
-        as (out, in)), ``Relu``, chained ``Add`` and a final ``Identity``.
-        ONNX node names are the graph's node names, so reloading keeps the
-        ReLU layer names and hence the neuron ids.
+        One ``Gemm(transB=1)`` per affine node (weight stored as (out, in)),
+        ``Relu``, chained ``Add``, then the output: a final ``Identity``, or
+        the graph's output head (``Softmax``, ``LogSoftmax``, ``Sigmoid``,
+        ``Tanh``, ``ArgMax`` with the source's attributes).  ONNX node names are
+        the graph's node names, so reloading keeps the ReLU layer names and
+        hence the neuron ids.
+
+        **Drop-in layout.**  When ``graph.metadata["io"]`` (recorded by the
+        ONNX reader and :func:`~leo_verify.io.torch.from_torch`) gives the
+        source's graph input and output, the file keeps their names and
+        shapes (dim_params and a fixed batch of 1 included; the element type
+        is ``dtype``, int64 for an ArgMax output), for these input layouts:
+        ``[B, n]`` (``B`` = 1 or dynamic), ``[n]`` (no batch: a leading
+        ``Reshape`` to ``[1, n]``), ``[B, d1, ..., dk]`` with fixed ``di``
+        (a leading ``Flatten(axis=1)``); the logits (the output, or the head's
+        input) are ``[B, m]``, ``[m]`` (no dynamic batch) or ``[B, e1, ...,
+        ek]`` (a trailing ``Reshape`` to ``[-1, e1, ..., ek]``).  Otherwise (no
+        metadata, another layout) the file has input ``"input"`` of shape
+        ``[batch, n]`` and output ``"output"`` of shape ``[batch, m]`` (or the
+        head's shape on it).  :func:`leo_verify.kernel.emitted.check_emitted_onnx`
+        accepts exactly these forms.
     """
     dtype = dtype or graph.metadata.get("dtype", "float32")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     np_dtype, elem = _DTYPES[dtype]
     graph.lint(where="onnx writer")
+    lay = _layout(graph, opset)
 
-    used = {"input", "output"}
+    used = {lay.in_name, lay.out_name}
 
     def fresh(base: str) -> str:
         name, k = base, 1
@@ -1330,12 +1546,29 @@ def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) ->
         used.add(name)
         return name
 
+    def shape_const(base: str, dims: list) -> str:
+        name = fresh(base)
+        inits.append(numpy_helper.from_array(np.array(dims, dtype=np.int64), name))
+        return name
+
     tensor = {}  # graph node -> ONNX tensor holding its value
     nodes, inits = [], []
+    out_op = graph.op(graph.output_name)
     for n, op in graph.items():
         args = [tensor[a] for a in graph.args(n)]
         if op.kind == "input":
-            tensor[n] = "input"
+            x = lay.in_name
+            if lay.pre == "flatten":
+                t = fresh(f"{n}.flat")
+                nodes.append(helper.make_node("Flatten", [x], [t], name=t, axis=1))
+                x = t
+            elif lay.pre == "reshape":
+                t = fresh(f"{n}.2d")
+                nodes.append(helper.make_node("Reshape", [x, shape_const(f"{n}.2d_shape",
+                                                                         [1, graph.input_size])],
+                                              [t], name=t))
+                x = t
+            tensor[n] = x
         elif op.kind == "affine":
             w = fresh(f"{n}.weight")
             b = fresh(f"{n}.bias")
@@ -1356,12 +1589,23 @@ def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) ->
                 acc = out
             tensor[n] = acc
         elif op.kind == "output":
-            nodes.append(helper.make_node("Identity", args, ["output"], name=n))
+            x = args[0]
+            if lay.post is not None:
+                t = fresh(f"{n}.logits")
+                nodes.append(helper.make_node("Reshape", [x, shape_const(f"{n}.logits_shape",
+                                                                         lay.post)], [t], name=t))
+                x = t
+            if op.head == "none":
+                nodes.append(helper.make_node("Identity", [x], [lay.out_name], name=n))
+            else:
+                nodes.append(helper.make_node(_HEAD_OP_TYPES[op.head], [x], [lay.out_name], name=n,
+                                              **dict(lay.head_attrs)))
         else:  # pragma: no cover - lint admits only the five kinds
             raise ValueError(f"node {n!r}: op kind {op.kind!r} cannot be written to ONNX")
+    out_elem = TensorProto.INT64 if out_op.head == "argmax" else elem
     g = helper.make_graph(
-        nodes, graph.name, [helper.make_tensor_value_info("input", elem, ["batch", graph.input_size])],
-        [helper.make_tensor_value_info("output", elem, ["batch", graph.output_size])],
+        nodes, graph.name, [helper.make_tensor_value_info(lay.in_name, elem, lay.in_dims)],
+        [helper.make_tensor_value_info(lay.out_name, out_elem, lay.out_dims)],
         initializer=inits)
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(g, opset_imports=opsets, producer_name="leo_verify")

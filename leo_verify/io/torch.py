@@ -17,6 +17,13 @@ method name -> handler).  Semantics are the module's **eval-mode** semantics:
 * ``nn.ReLU`` / ``torch.relu`` / ``F.relu`` / ``.relu()`` -> ``Relu`` with
   neuron ids ``neuron_id(node, i)``.
 * ``+`` / ``torch.add`` / ``.add()`` of two tensors -> ``Add``.
+* an output head as the last operation: ``nn.Softmax`` / ``nn.LogSoftmax`` /
+  ``F.softmax`` / ``F.log_softmax`` / ``torch.softmax`` / ``.softmax()`` (and
+  log-) over the last dim, ``nn.Sigmoid`` / ``torch.sigmoid`` / ``.sigmoid()``,
+  ``nn.Tanh`` / ``torch.tanh`` / ``.tanh()``, ``torch.argmax(dim=-1)`` /
+  ``.argmax(dim=-1)``: the ``head`` of the :class:`~leo_verify.graph.Output`
+  op (attributes in ONNX terms: ``axis``, ``keepdims``).  A head read by any
+  other operation is an :class:`UnsupportedOp` naming its fx node.
 * ``nn.Identity``, ``nn.Dropout`` (eval: identity), ``F.dropout(training=False)``,
   ``nn.Flatten`` / ``torch.flatten`` / ``.flatten()`` (a reshape that keeps
   the batch dimension: identity on the row-major flat vector) produce no node.
@@ -62,7 +69,8 @@ from ..graph import Add, Affine, Graph, Input, Output, Relu, neuron_id
 from ..util import atomic_write_bytes, check_file_size
 from . import limits
 
-__all__ = ["from_torch", "load_torch_file", "to_torch", "save_torch", "LeoNetwork"]
+__all__ = ["from_torch", "load_torch_file", "to_torch", "save_torch", "LeoNetwork", "Reshape",
+           "ArgMax"]
 
 _FLOAT_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 _REQUIRED = object()
@@ -77,6 +85,17 @@ class _Val(NamedTuple):
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+
+class _HeadVal(NamedTuple):
+    """The output of an output head (softmax, ..., argmax) applied to the logits ``logits``."""
+
+    logits: _Val
+    head: str
+    attrs: tuple
+    where: str
+    shape: tuple  # of the head's output, without the batch dim
+    label: str    # the module class or function, for messages
 
 
 # ---------------------------------------------------------------------------
@@ -100,6 +119,15 @@ class _Builder:
         return f"fx node {node.name!r}"
 
     def tensor(self, node, value, what: str) -> _Val:
+        v = self.value(node, value, what)
+        if isinstance(v, _HeadVal):
+            raise UnsupportedOp(f"{v.where}: {v.label} is supported only as the output head (the "
+                                f"last operation, after the last Linear), but its output is read by "
+                                f"{self.where(node)}")
+        return v
+
+    def value(self, node, value, what: str):
+        """Like :meth:`tensor`, but a head's output is returned too."""
         if not isinstance(value, torch.fx.Node) or value not in self.env:
             raise UnsupportedOp(f"{self.where(node)}: {what} is the constant {value!r}; "
                                 "only tensors computed from the input are supported")
@@ -125,7 +153,7 @@ class _Builder:
         or a view, so every fx node mapped to the same graph value aliases it.
         """
         for alias, val in self.env.items():
-            if val.node != x.node:
+            if getattr(val, "node", None) != x.node:
                 continue
             for user in alias.users:
                 if user is not node and self.pos[user] > self.pos[node]:
@@ -253,7 +281,67 @@ def _identity_module(b, node, mod) -> _Val:
     return b.tensor(node, node.args[0], "the input")
 
 
+# -- output heads ----------------------------------------------------------------
+def _emit_head(b: _Builder, node, x: _Val, head: str, dim=None, keepdim=None,
+               label: str = "") -> _HeadVal:
+    """A head on the logits ``x``; ``dim`` counts the batch dim (torch's convention)."""
+    nd = 1 + len(x.shape)
+    attrs: tuple = ()
+    out_shape = x.shape
+    if head in ("softmax", "logsoftmax", "argmax"):
+        if dim is None and head != "argmax" and nd == 2:
+            dim = 1  # torch's legacy implicit dim for 2-D inputs
+        if not isinstance(dim, int) or isinstance(dim, bool):
+            raise UnsupportedOp(f"{b.where(node)}: {head} with dim={dim!r}; pass the logit dim "
+                                "(dim=-1) explicitly")
+        d = dim + nd if dim < 0 else dim
+        if d != nd - 1 or d == 0:
+            raise UnsupportedOp(f"{b.where(node)}: {head} over dim {dim} of a tensor with {nd} dims "
+                                "(batch included): only a head over the last dim (the logits of one "
+                                "sample) is supported")
+        if any(s != 1 for s in x.shape[:-1]):
+            raise UnsupportedOp(f"{b.where(node)}: {head} over the last dim of a (batch, "
+                                f"{', '.join(map(str, x.shape))}) tensor acts on groups of "
+                                f"{x.shape[-1]} of its {x.size} values per sample; only a head "
+                                "over all the outputs of a sample is supported")
+        attrs = (("axis", d),)
+        if head == "argmax":
+            attrs += (("keepdims", int(bool(keepdim))),)
+            out_shape = x.shape[:-1] + ((1,) if keepdim else ())
+    return _HeadVal(x, head, attrs, b.where(node), out_shape, label or head)
+
+
+def _head_module(head: str):
+    def handler(b, node, mod) -> _HeadVal:
+        x = b.tensor(node, node.args[0], "the input")
+        return _emit_head(b, node, x, head, getattr(mod, "dim", None), label=type(mod).__name__)
+    return handler
+
+
+def _head_fn(head: str, spec):
+    def handler(b, node) -> _HeadVal:
+        a = _bind(b, node, spec)
+        if a.get("dtype") is not None:
+            raise UnsupportedOp(f"{b.where(node)}: {head} with dtype={a['dtype']!r} is not supported")
+        if a.get("out") is not None:
+            raise UnsupportedOp(f"{b.where(node)}: {head} with out= is not supported")
+        x = b.tensor(node, a["input"], "the input")
+        return _emit_head(b, node, x, head, a.get("dim"), a.get("keepdim"), label=_fn_name(node))
+    return handler
+
+
+_SOFTMAX_FN = [("input", _REQUIRED), ("dim", None), ("_stacklevel", 3), ("dtype", None)]
+_SOFTMAX_T = [("input", _REQUIRED), ("dim", _REQUIRED), ("dtype", None)]
+_SOFTMAX_M = [("input", _REQUIRED), ("dim", _REQUIRED), ("dtype", None)]
+_ARGMAX = [("input", _REQUIRED), ("dim", None), ("keepdim", False)]
+_ELEMENTWISE = [("input", _REQUIRED), ("out", None)]
+
+
 _MODULE_HANDLERS: Mapping[type, Callable] = {
+    nn.Softmax: _head_module("softmax"),
+    nn.LogSoftmax: _head_module("logsoftmax"),
+    nn.Sigmoid: _head_module("sigmoid"),
+    nn.Tanh: _head_module("tanh"),
     nn.Linear: _linear,
     nn.BatchNorm1d: _batchnorm,
     nn.ReLU: _relu_module,
@@ -307,6 +395,15 @@ _FUNCTION_HANDLERS: Mapping[Callable, Callable] = {
     torch.add: _add_fn(_ADD, False),
     torch.flatten: _flatten_fn,
     F.dropout: _dropout_fn,
+    F.softmax: _head_fn("softmax", _SOFTMAX_FN),
+    F.log_softmax: _head_fn("logsoftmax", _SOFTMAX_FN),
+    torch.softmax: _head_fn("softmax", _SOFTMAX_T),
+    torch.log_softmax: _head_fn("logsoftmax", _SOFTMAX_T),
+    torch.sigmoid: _head_fn("sigmoid", _ELEMENTWISE),
+    F.sigmoid: _head_fn("sigmoid", [("input", _REQUIRED)]),
+    torch.tanh: _head_fn("tanh", _ELEMENTWISE),
+    F.tanh: _head_fn("tanh", [("input", _REQUIRED)]),
+    torch.argmax: _head_fn("argmax", _ARGMAX + [("out", None)]),
 }
 
 _METHOD_HANDLERS: Mapping[str, Callable] = {
@@ -315,6 +412,11 @@ _METHOD_HANDLERS: Mapping[str, Callable] = {
     "add": _add_fn(_ADD, False),
     "add_": _add_fn(_ADD, True),
     "flatten": _flatten_fn,
+    "softmax": _head_fn("softmax", _SOFTMAX_M),
+    "log_softmax": _head_fn("logsoftmax", _SOFTMAX_M),
+    "sigmoid": _head_fn("sigmoid", [("input", _REQUIRED)]),
+    "tanh": _head_fn("tanh", [("input", _REQUIRED)]),
+    "argmax": _head_fn("argmax", _ARGMAX),
 }
 
 
@@ -430,6 +532,7 @@ def from_torch(module, *, input_size=None, name: str | None = None) -> Graph:
     graph = Graph(name=name, metadata={"source": f"torch module {type(module).__name__}",
                                        "format": "torch"})
     b = _Builder(graph, fx_nodes)
+    head, out_shape = "none", ()
     for node in fx_nodes:
         if node.op == "placeholder":
             if node is ph:
@@ -440,11 +543,22 @@ def from_torch(module, *, input_size=None, name: str | None = None) -> Graph:
             if not isinstance(result, torch.fx.Node):
                 raise UnsupportedOp(f"torch module {name!r} returns {type(result).__name__}; "
                                     "only a single tensor output is supported")
-            out = b.tensor(node, result, "the output")
-            b.emit("output", Output(out.size, out.shape), [out.node])
+            out = b.value(node, result, "the output")
+            head, attrs, out_shape = "none", (), None
+            if isinstance(out, _HeadVal):
+                head, attrs, out_shape, out = out.head, out.attrs, out.shape, out.logits
+            b.emit("output", Output(out.size, out.shape, head=head, head_attrs=attrs), [out.node])
+            out_shape = out.shape if out_shape is None else out_shape
             continue
         b.env[node] = handlers[node](b, node)
     graph.metadata["dtype"] = "float32" if "float32" in b.dtypes or not b.dtypes else "float64"
+    elem = 1 if graph.metadata["dtype"] == "float32" else 11  # onnx FLOAT / DOUBLE
+    in_name = str(ph.target)
+    out_name = "output" if in_name != "output" else "y"
+    graph.metadata["io"] = {
+        "input": {"name": in_name, "elem_type": elem, "shape": ["batch", *shape]},
+        "output": {"name": out_name, "elem_type": 7 if head == "argmax" else elem,
+                   "shape": ["batch", *out_shape]}}
     return graph.lint(where="torch loader")
 
 
@@ -730,8 +844,53 @@ def _chain_nodes(graph: Graph) -> list[str] | None:
     return nodes
 
 
+class Reshape(nn.Module):
+    """``x.reshape(shape)`` (the emitted module's trailing reshape of the logits;
+    a ``-1`` first entry is the batch)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(int(d) for d in shape)
+
+    def forward(self, x):
+        return x.reshape(self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class ArgMax(nn.Module):
+    """``argmax`` over the last dim (ONNX ``ArgMax``: ``keepdims``, and the last
+    maximal index with ``select_last_index``)."""
+
+    def __init__(self, keepdim: bool = True, select_last_index: bool = False):
+        super().__init__()
+        self.keepdim, self.select_last_index = bool(keepdim), bool(select_last_index)
+
+    def forward(self, x):
+        if self.select_last_index:
+            return x.shape[-1] - 1 - torch.argmax(torch.flip(x, [-1]), dim=-1, keepdim=self.keepdim)
+        return torch.argmax(x, dim=-1, keepdim=self.keepdim)
+
+
+def _head_to_module(op: Output, lay_attrs: tuple) -> nn.Module | None:
+    attrs = dict(lay_attrs)
+    if op.head == "none":
+        return None
+    if op.head == "softmax":
+        return nn.Softmax(dim=-1)
+    if op.head == "logsoftmax":
+        return nn.LogSoftmax(dim=-1)
+    if op.head == "sigmoid":
+        return nn.Sigmoid()
+    if op.head == "tanh":
+        return nn.Tanh()
+    return ArgMax(keepdim=bool(int(attrs.get("keepdims", 1))),
+                  select_last_index=bool(int(attrs.get("select_last_index", 0))))
+
+
 def to_torch(graph: Graph, *, dtype=None) -> nn.Module:
-    """Build a torch module computing ``graph`` on ``(batch, n)`` inputs.
+    """Build a torch module computing ``graph`` (the head included).
 
     Parameters
     ----------
@@ -746,17 +905,40 @@ def to_torch(graph: Graph, *, dtype=None) -> nn.Module:
         An ``nn.Sequential`` of ``nn.Linear`` / ``nn.ReLU`` (named after the
         graph nodes) when the graph is a chain, else a :class:`LeoNetwork`.
         ReLU neuron ids are not kept (torch modules have no place for them).
+        It takes the source model's input shape (``graph.metadata["io"]``, the
+        layouts of :func:`leo_verify.io.onnx.to_onnx_model`: ``(B, n)``, ``(n,)``
+        or ``(B, d1, ..., dk)``, the latter through a leading ``nn.Flatten``),
+        returns the source's output shape (a trailing :class:`Reshape` where
+        needed) and ends with the output head (``nn.Softmax(dim=-1)``,
+        ``nn.LogSoftmax(dim=-1)``, ``nn.Sigmoid``, ``nn.Tanh``, :class:`ArgMax`);
+        without that metadata it takes ``(batch, n)`` inputs.
     """
+    from .onnx import _layout
     graph.lint(where="to_torch input")
     dtype = _resolve_dtype(graph, dtype)
+    lay = _layout(graph, 13)
+    out_op = graph.op(graph.output_name)
+    head = _head_to_module(out_op, lay.head_attrs)
     chain = _chain_nodes(graph)
-    if chain is None:
-        return LeoNetwork(graph, dtype).eval()
     keys = _Keys(dir(nn.Sequential()))
     layers = OrderedDict()
-    for node in chain[1:-1]:
-        op = graph.op(node)
-        layers[keys(node)] = _to_linear(op, dtype) if op.kind == "affine" else nn.ReLU()
+    if lay.pre == "flatten":
+        layers[keys("flatten")] = nn.Flatten(start_dim=1)
+    elif lay.pre == "reshape":  # an (n,) input: one sample, no batch dim
+        layers[keys("reshape_input")] = Reshape((1, graph.input_size))
+    if chain is None:
+        core = LeoNetwork(graph, dtype).eval()
+        if not layers and lay.post is None and head is None:
+            return core
+        layers[keys("network")] = core
+    else:
+        for node in chain[1:-1]:
+            op = graph.op(node)
+            layers[keys(node)] = _to_linear(op, dtype) if op.kind == "affine" else nn.ReLU()
+    if lay.post is not None:
+        layers[keys("reshape")] = Reshape(lay.post)
+    if head is not None:
+        layers[keys(out_op.head)] = head
     return nn.Sequential(layers).eval()
 
 
@@ -777,6 +959,12 @@ def save_torch(graph: Graph, path, *, dtype=None) -> None:
         The file cannot be written.
     """
     chain = _chain_nodes(graph.lint(where="save_torch input"))
+    out_op = graph.op(graph.output_name)
+    if out_op.head != "none":
+        raise UnsupportedOp(
+            f"save_torch: graph {graph.name!r} ends with a {out_op.head} head, which a state dict "
+            "cannot record (it holds the Linear layers only, and would be read back without the "
+            "head): export ONNX instead, or save the module of to_torch()")
     kinds = [graph.op(n).kind for n in chain[1:-1]] if chain else None
     expected = ["affine", "relu"] * (len(kinds or []) // 2) + ["affine"]
     if kinds != expected:
@@ -784,6 +972,8 @@ def save_torch(graph: Graph, path, *, dtype=None) -> None:
             f"save_torch: graph {graph.name!r} is not a Linear, ReLU, ..., Linear chain "
             f"({'residual adds' if chain is None else 'layers: ' + ('-'.join(kinds) or 'none')}); "
             "a state dict cannot describe it: export ONNX instead")
+    # the state dict of the Linear/ReLU chain (a leading Flatten or trailing Reshape of
+    # to_torch holds no parameter; keys are the node names either way)
     sd = {k: v.detach().clone() for k, v in to_torch(graph, dtype=dtype).state_dict().items()}
     buf = io.BytesIO()
     torch.save(sd, buf)

@@ -86,11 +86,11 @@ def agree_with_report(report: dict, cert: dict, *, before: dict | None, after: d
 
     put("model.sha256", report["model"]["sha256"] == cert["original"]["sha256"],
         "report.json names another original model (sha256)")
-    lo = [Fraction(v) for v in report["domain"]["lower"]]
-    hi = [Fraction(v) for v in report["domain"]["upper"]]
-    clo = [parse_rational(v) for v in cert["domain"]["lower"]]
-    chi = [parse_rational(v) for v in cert["domain"]["upper"]]
-    put("domain", lo == clo and hi == chi, "report.json states another domain than the certificate")
+    dom = report["domain"]
+    rboxes = dom["boxes"] if "boxes" in dom else [dom]
+    rq = [([Fraction(v) for v in b["lower"]], [Fraction(v) for v in b["upper"]]) for b in rboxes]
+    cq = [([parse_rational(v) for v in r["lower"]], [parse_rational(v) for v in r["upper"]]) for r in cert["regions"]]
+    put("domain", rq == cq, "report.json states another domain than the certificate")
     outs = {}
     ok_kinds = True
     for kind, rec in report["outputs"].items():

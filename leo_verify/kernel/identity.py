@@ -21,6 +21,11 @@ ReLU gives the same value, and where ``u`` is proven active/inactive on the
 domain that value is ``E`` or 0.  Equal output forms then give equal outputs.
 A unit of ``g`` with no matching form, or unequal outputs, leaves the
 obligation open (with the first differing coefficient).
+
+Output heads (:mod:`leo_verify.heads`): the forms are those of the logits.
+Both networks must end with the same head (the same function of the logits:
+:meth:`~leo_verify.graph.Output.head_key`), else the output obligation is
+open ("heads differ: ..."); equal logits then give equal head outputs.
 """
 from __future__ import annotations
 
@@ -159,6 +164,11 @@ def check_identity(original: Graph, compressed: Graph, phase: Mapping[str, str])
     only *proven* facts may be passed.  Input and output sizes must agree.
     """
     res = IdentityResult()
+    fh, gh = original.op(original.output_name), compressed.op(compressed.output_name)
+    if fh.head_key() != gh.head_key():
+        res.output = {"status": "open", "detail": f"heads differ: the original ends with "
+                      f"{fh.head_text()}, the compressed network with {gh.head_text()}"}
+        return res
     if original.input_size != compressed.input_size or original.output_size != compressed.output_size:
         res.output = {"status": "open", "detail": f"sizes differ: {original.input_size}->"
                       f"{original.output_size} vs {compressed.input_size}->{compressed.output_size}"}

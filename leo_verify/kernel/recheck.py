@@ -43,7 +43,7 @@ from .schema import validate
 
 __all__ = ["recheck", "graph_with_exact_weights", "CERTIFIED", "NOT_CERTIFIED", "CERT_SCHEMA"]
 
-CERT_SCHEMA = "leo_verify.certificate/2"
+CERT_SCHEMA = "leo_verify.certificate/3"
 CERTIFIED = "certified"
 NOT_CERTIFIED = "not certified"
 _KINDS = ("stability", "rewrite", "rounding", "deviation", "fuzz")
@@ -76,8 +76,20 @@ def _read(path: str, kind: str) -> dict:
     return doc
 
 
-def _obligations(doc: dict, claims: dict, out_dir: str) -> dict:
-    """Consistency of the obligation list, the SMT-LIB index and the verdict."""
+def stability_target(oid_rest: str, n_regions: int) -> tuple[str, int] | None:
+    """``"<neuron>"`` (one region) or ``"<neuron>@<k>"`` (a union) -> (neuron, region k)."""
+    if n_regions == 1:
+        return oid_rest, 0
+    nid, sep, k = oid_rest.rpartition("@")
+    if not sep or not k.isdigit() or k != str(int(k)) or int(k) >= n_regions:
+        return None
+    return nid, int(k)
+
+
+def _obligations(doc: dict, claims: list, out_dir: str) -> dict:
+    """Consistency of the obligation list, the SMT-LIB index and the verdict.
+
+    ``claims``: per region, neuron id -> its (first) claim record."""
     res: dict = {}
     obs = doc["obligations"]
     ids = [o["id"] for o in obs]
@@ -89,7 +101,8 @@ def _obligations(doc: dict, claims: dict, out_dir: str) -> dict:
     for o in obs:
         kind, _, what = o["id"].partition(":")
         if kind == "stability":
-            c = claims.get(what)
+            target = stability_target(what, len(claims))
+            c = claims[target[1]].get(target[0]) if target is not None else None
             if c is None or c["status"] != ("proven" if o["status"] == "proven" else "open") \
                     or o["status"] not in ("proven", "open"):
                 problems.append(f"{o['id']}: no claim record with that status")
@@ -118,19 +131,39 @@ def _obligations(doc: dict, claims: dict, out_dir: str) -> dict:
         if not binding.plain_name(f) or not os.path.isfile(os.path.join(out_dir, "proofs", f)):
             problems.append(f"smt2 file {f!r} is missing from proofs/")
     res["obligations:consistent"] = (not problems, problems[0] if problems else "")
+    # a union: every neuron with a stability obligation has one on every region
+    per = {}
+    for o in obs:
+        if o["kind"] == "stability":
+            t = stability_target(o["id"].partition(":")[2], len(claims))
+            if t is not None:
+                per.setdefault(t[0], set()).add(t[1])
+    short = sorted(n for n, ks in per.items() if len(ks) != len(claims))
+    if short:
+        problems.append(f"stability:{short[0]}: not on every box of the domain")
+        res["obligations:consistent"] = (False, problems[0])
     all_ok = all(o["status"] in ("proven", "passed") for o in obs) and bool(obs)
     res["obligations:verdict"] = ((doc["verdict"] == CERTIFIED) == all_ok,
                                   f"verdict {doc['verdict']!r} does not follow from the obligations")
     return res
 
 
-def _domain_text(dom: dict) -> str:
-    """A short, exact description of the certified box."""
-    lo, hi = dom["lower"], dom["upper"]
-    if len(set(lo)) == 1 and len(set(hi)) == 1 and lo:
-        return f"[{lo[0]}, {hi[0]}]^{len(lo)}"
-    text = " x ".join(f"[{a}, {b}]" for a, b in zip(lo, hi))
-    return text if len(text) <= 200 else text[:197] + "..."
+def _domain_text(regions: list) -> str:
+    """A short, exact description of the certified box (or union of boxes)."""
+    parts = []
+    for r in regions:
+        lo, hi = r["lower"], r["upper"]
+        if len(set(lo)) == 1 and len(set(hi)) == 1 and lo:
+            parts.append(f"[{lo[0]}, {hi[0]}]^{len(lo)}")
+        else:
+            parts.append(" x ".join(f"[{a}, {b}]" for a, b in zip(lo, hi)))
+    text = " | ".join(parts) if len(parts) > 1 else parts[0]
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return text if len(parts) == 1 else f"union of {len(parts)} boxes: {text}"
+
+
+def _boxes(regions: list) -> list:
+    return [([parse_rational(v) for v in r["lower"]], [parse_rational(v) for v in r["upper"]]) for r in regions]
 
 
 def _dtype(structure: Graph):
@@ -140,13 +173,14 @@ def _dtype(structure: Graph):
     return np.float32 if f32 else np.float64
 
 
-def recheck(out_dir: str, *, model: str | None = None, domain: tuple | None = None, log=print) -> dict:
+def recheck(out_dir: str, *, model: str | None = None, domain=None, log=print) -> dict:
     """Re-run every obligation of ``out_dir`` from its files; returns a summary dict.
 
     ``model``: the original network (default: the path recorded in the report).
-    ``domain``: ``(lo, hi)`` lists of Fractions, the box the reviewer cares about;
-    the certificate's domain must be exactly that box (default: whatever box
-    the certificate states, reported as ``summary["domain"]``).  Everything in
+    ``domain``: ``(lo, hi)`` lists of Fractions (one box) or a list of them (a
+    union), the domain the reviewer cares about; the certificate's boxes must be
+    exactly these (default: whatever the certificate states, reported as
+    ``summary["domain"]``).  Everything in
     OUT/ may have been edited: pinning the model and the domain from outside is
     what ties the verdict to the question the reviewer asked.
     Summary: ``verdict`` (``certified`` only if every check passes and the
@@ -169,14 +203,14 @@ def recheck(out_dir: str, *, model: str | None = None, domain: tuple | None = No
         ok = not failed and doc["verdict"] == CERTIFIED
         return {"verdict": CERTIFIED if ok else NOT_CERTIFIED, "checked": len(results), "failed": failed,
                 "certificate_verdict": doc["verdict"], "time": round(time.monotonic() - t0, 2),
-                "model": model, "original_sha256": want, "domain": _domain_text(doc["domain"]),
+                "model": model, "original_sha256": want, "domain": _domain_text(doc["regions"]),
                 "domain_pinned": domain is not None}
 
     sha = sha256_file(model)
     want = doc["original"]["sha256"]
     if domain is not None:
-        same = ([parse_rational(v) for v in doc["domain"]["lower"]] == list(domain[0])
-                and [parse_rational(v) for v in doc["domain"]["upper"]] == list(domain[1]))
+        asked = [domain] if isinstance(domain, tuple) else list(domain)
+        same = [(list(a), list(b)) for a, b in asked] == [(list(a), list(b)) for a, b in _boxes(doc["regions"])]
         results["domain:requested"] = (same, "the certificate is for another domain than the one asked for")
     results["hash:original"] = (sha == want, f"{model}: sha256 {sha[:12]}... is not the certified "
                                              f"{want[:12]}...")
@@ -208,32 +242,47 @@ def recheck(out_dir: str, *, model: str | None = None, domain: tuple | None = No
     after = afters[0] if afters and all(a == afters[0] for a in afters) else None
     results.update(binding.agree_with_report(report, doc, before=before, after=after))
 
-    claims = {}
-    for c in doc["claims"]:
-        claims.setdefault(c["neuron"], c)
+    regions = doc["regions"]
+    claims = [{} for _ in regions]
+    for k, r in enumerate(regions):
+        for c in r["claims"]:
+            claims[k].setdefault(c["neuron"], c)
     results.update(_obligations(doc, claims, out_dir))
 
-    lo = [parse_rational(v) for v in doc["domain"]["lower"]]
-    hi = [parse_rational(v) for v in doc["domain"]["upper"]]
-    dom_ok = (len(lo) == len(hi) == original.input_size and all(abs(v) < 2 ** 1024 for v in lo + hi) and all(a <= b for a, b in zip(lo, hi))
-              and all(Fraction(to_float(v)) == v for v in lo + hi if abs(v) < 2 ** 1024))
-    results["domain"] = (dom_ok, f"the domain is not a box of {original.input_size} float bounds")
+    boxes = _boxes(regions)
+    n = original.input_size
+    dom_ok = all(len(lo) == len(hi) == n and all(abs(v) < 2 ** 1024 for v in lo + hi)
+                 and all(a <= b for a, b in zip(lo, hi)) and all(Fraction(to_float(v)) == v for v in lo + hi)
+                 for lo, hi in boxes)
+    results["domain"] = (dom_ok, f"a box of the domain is not a box of {n} float bounds")
     if not dom_ok:
         return done()
-    box = (lo, hi)
     t = time.monotonic()
-    verdicts = recheck_claims(original, box, doc["claims"], doc["lemmas"], trees=doc["trees"], pieces=doc["pieces"])
-    for o in doc["obligations"]:
-        kind, _, nid = o["id"].partition(":")
-        if kind == "stability" and o["status"] == "proven":
-            results[o["id"]] = (verdicts.get(nid) is True,
-                                f"the {claims.get(nid, {}).get('method', '?')} proof does not prove "
-                                f"{nid} {claims.get(nid, {}).get('claim', '?')} on the domain")
-    for key, v in verdicts.items():
-        if key.startswith(("lemma:", "trees:", "claims")) or (not v and key in claims
-                                                             and claims[key]["status"] == "proven"):
-            results.setdefault(f"proof:{key}", (v, f"{key}: the stored proof does not check"))
-    proven = {n: claims[n]["claim"] for n, v in verdicts.items() if v is True and n in claims}
+    # a claim counts only if its proof checks on every box, in the same direction
+    proven: dict = {}
+    for k, (r, box) in enumerate(zip(regions, boxes)):
+        verdicts = recheck_claims(original, box, r["claims"], r["lemmas"], trees=r["trees"], pieces=r["pieces"])
+        at = "" if len(regions) == 1 else f"@{k}"
+        for key, v in verdicts.items():
+            if key.startswith(("lemma:", "trees:", "claims")) or (not v and key in claims[k]
+                                                                 and claims[k][key]["status"] == "proven"):
+                results.setdefault(f"proof:{key}{at}", (v, f"{key}{at}: the stored proof does not check"))
+        for nid, c in claims[k].items():
+            ok = verdicts.get(nid) is True
+            if k == 0:
+                proven[nid] = c["claim"] if ok else None
+            elif proven.get(nid) != c["claim"] or not ok:
+                proven[nid] = None
+        proven.update({nid: None for nid in list(proven) if nid not in claims[k]})
+        for o in doc["obligations"]:
+            kind, _, rest = o["id"].partition(":")
+            target = stability_target(rest, len(regions)) if kind == "stability" else None
+            if target is not None and target[1] == k and o["status"] == "proven":
+                c = claims[k].get(target[0], {})
+                results[o["id"]] = (verdicts.get(target[0]) is True,
+                                    f"the {c.get('method', '?')} proof does not prove {target[0]} "
+                                    f"{c.get('claim', '?')} on {'the domain' if len(regions) == 1 else f'box {k}'}")
+    proven = {nid: d for nid, d in proven.items() if d is not None}
     n_stab = sum(1 for k in results if k.startswith("stability:"))
     log(f"stability: {sum(1 for k, v in results.items() if k.startswith('stability:') and v[0])}/{n_stab} "
         f"proofs check ({time.monotonic() - t:.1f} s)")
@@ -257,7 +306,13 @@ def recheck(out_dir: str, *, model: str | None = None, domain: tuple | None = No
             (v["detail"] for v in ident.layers.values() if v["status"] != "proven"), ""))
         log(f"rewrite identity ({name}): {'proven' if ident.proven else 'OPEN'} ({time.monotonic() - t:.1f} s)")
         results[f"rounding:{name}"] = check_rounding(exact, structure, dtype=_dtype(structure))
-        eps, why = deviation_bound(exact, structure, box)
+        eps, why = None, ""
+        for box in boxes:  # eps on the union: the largest per box
+            e, why = deviation_bound(exact, structure, box)
+            if e is None:
+                eps = None
+                break
+            eps = e if eps is None else max(eps, e)
         claimed = doc["epsilon"].get(name)
         ok = eps is not None and claimed is not None and eps <= parse_rational(claimed)
         results[f"deviation:{name}"] = (ok, why or f"proven eps {binding.float_up(eps) if eps is not None else '?'}"

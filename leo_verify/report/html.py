@@ -238,6 +238,10 @@ def fmt_seconds(v) -> str:
 
 
 def domain_summary(dom: dict) -> str:
+    boxes = _l(dom.get("boxes"))
+    if boxes:
+        return f"a union of {len(boxes)} boxes; " + "; ".join(
+            f"box {k}: {domain_summary(_d(b))}" for k, b in enumerate(boxes[:4])) + (" ..." if len(boxes) > 4 else "")
     lo, hi = _l(dom.get("lower")), _l(dom.get("upper"))
     n = len(lo)
     if not n:
@@ -489,8 +493,10 @@ def _model_section(report: dict) -> str:
 
 def _domain_section(report: dict, certificate: dict | None) -> str:
     dom = _d(report.get("domain"))
-    lo, hi = _l(dom.get("lower")), _l(dom.get("upper"))
-    cdom = _d(_d(certificate).get("domain"))
+    first = _d(_l(dom.get("boxes"))[0]) if _l(dom.get("boxes")) else dom
+    lo, hi = _l(first.get("lower")), _l(first.get("upper"))
+    regions = _l(_d(certificate).get("regions"))
+    cdom = _d(regions[0]) if regions else {}
     clo, chi = _l(cdom.get("lower")), _l(cdom.get("upper"))
     exact = len(clo) == len(lo) and len(chi) == len(hi) and bool(lo)
     out = ["<h2 id=\"domain\">Domain</h2>",
@@ -505,7 +511,8 @@ def _domain_section(report: dict, certificate: dict | None) -> str:
         rows.append(r)
     if rows:
         op = " open" if len(rows) <= 16 else ""
-        out.append(f"<details{op}><summary>bounds of the {len(rows)} inputs</summary>\n"
+        what = " (box 0 of the union)" if _l(dom.get("boxes")) else ""
+        out.append(f"<details{op}><summary>bounds of the {len(rows)} inputs{what}</summary>\n"
                    + _table(head, rows, "bounds") + "\n</details>")
     return "\n".join(out)
 
