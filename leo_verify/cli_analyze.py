@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import Command, check_output_path, load_model, read_points, register, sha256_file, write_output
+from .cli_common import Command, check_output_path, load_model, read_points, register, write_output
+from .util import sha256_file
 from .errors import UsageError
 
 __all__ = ["add_analysis_options", "analysis_kwargs", "format_counts"]
@@ -15,19 +16,23 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", "-d", required=True, action="append",
                    help="box:LO,HI | FILE.json ({lower,upper} or a list of them) | FILE.vnnlib (input "
                         "constraints; a disjunction is a union of boxes); repeat for a union of boxes")
-    p.add_argument("--method", choices=("fast", "leo", "isa"), default="fast")
-    p.add_argument("--solver", choices=("scip", "highs"), default="scip")
+    p.add_argument("--method", choices=("fast", "leo", "isa"), default="fast",
+                   help="fast: sound bounds, witnesses, input splitting, MILP for the rest; leo: two MILPs "
+                        "per neuron (the paper); isa: data candidates, one MILP per round")
+    p.add_argument("--solver", choices=("scip", "highs"), default="scip",
+                   help="MILP solver: SCIP through OR-Tools, or HiGHS through highspy")
     p.add_argument("--query-time-limit", type=float, default=60.0, metavar="S",
                    help="seconds per MILP query (a timeout leaves the neuron unknown)")
     p.add_argument("--budget", type=float, default=None, metavar="S",
-                   help="seconds for the whole analysis; facts are marked incomplete when spent")
+                   help="seconds for the whole analysis; facts are marked incomplete when spent "
+                        "(default: no limit)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="solver threads per query")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="Dask scheduler address (needs the 'dask' extra)")
+                   help="Dask scheduler address (needs the 'dask' extra; default: local processes)")
     p.add_argument("--data", default=None, metavar="X.npy",
-                   help="data points (.npy/.json): witnesses, and ISA's candidates")
-    p.add_argument("--seed", type=int, default=0)
+                   help="data points (.npy/.json): witnesses, and ISA's candidates (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random witness search (same seed, same facts)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ck = p.add_mutually_exclusive_group()
     ck.add_argument("--checkpoint", default=None, metavar="DIR",
@@ -93,4 +98,5 @@ def _run(args) -> int:
     return 0
 
 
-register(Command("analyze", "find the stably active / inactive neurons over a domain", _args, _run))
+register(Command("analyze", "find the stably active / inactive neurons over a domain", _args, _run,
+                 example="leo-verify analyze net.onnx --domain box:0,1 -o facts.json --query-time-limit 10"))

@@ -10,7 +10,7 @@ import argparse
 import json
 import math
 
-from .cli import Command, check_output_path, load_model, register, write_output
+from .cli_common import Command, check_output_path, load_model, register, write_output
 from .errors import UsageError
 from .util import sha256_file
 
@@ -43,8 +43,10 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "so the logits are compared")
     p.add_argument("--time-limit", type=float, default=60.0, metavar="S",
                    help="overall seconds (default 60); out of time -> unknown (exit 2)")
-    p.add_argument("--solver", choices=("scip", "highs"), default="scip")
+    p.add_argument("--solver", choices=("scip", "highs"), default="scip",
+                   help="MILP solver of the joint-MILP stage: SCIP through OR-Tools, or HiGHS")
     p.add_argument("--seed", type=int, default=0, help="seed of the falsification campaign")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("-o", "--output", default=None, metavar="RESULT.json",
                    help="write the full result (with the counterexample) as JSON")
 
@@ -56,10 +58,11 @@ def summary(result) -> str:
     lines = [f"verdict: {result.verdict.upper()} ({mode})"]
     if result.verdict != "unknown":
         lines.append(f"method: {result.method}" + (f", proof: {result.proof}" if result.proof else ""))
-    what = "max disagreement margin seen" if result.mode == "top1" else "max |A - B| seen"
-    lines.append(f"{what}: {result.max_diff_seen:.6g}"
-                 + (f"; proven bound: {result.best_bound:.6g}" if result.best_bound is not None
-                    and result.mode != "top1" else ""))
+    what = "max disagreement margin seen" if result.mode == "top1" else "max |A - B| seen at any point"
+    lines.append(f"{what}: {result.max_diff_seen:.6g}")
+    if result.best_bound is not None:
+        lines.append(f"proven bound on max_i |A_i(x) - B_i(x)| over the domain (the outputs before any "
+                     f"head): {result.best_bound:.6g}")
     cex = result.counterexample
     if cex is not None:
         pt = ", ".join(f"{v:.9g}" for v in cex["point"][:8]) + (", ..." if len(cex["point"]) > 8 else "")
@@ -77,8 +80,32 @@ def summary(result) -> str:
                              f"B = {cex['head_g'][k]:.9g}, |A - B| = {cex['head_difference']:.6g} "
                              f"(float64 from the exact logits)")
     lines.append(f"reason: {result.reason}")
+    hint = next_step(result)
+    if hint:
+        lines.append(f"next: {hint}")
     lines.append(f"time: {result.time:.2f} s")
     return "\n".join(lines)
+
+
+def next_step(result) -> str:
+    """What to try next after a COUNTEREXAMPLE or an UNKNOWN (empty when proven)."""
+    if result.verdict == "counterexample" and result.mode == "exact" and result.counterexample:
+        d = result.counterexample.get("difference") or 0.0
+        scale = max(1.0, *(abs(v) for v in result.counterexample.get("f_exact_float", [0.0])))
+        if d <= 1e-5 * scale:
+            return (f"a difference of {d:.3g} is the size of float rounding: if B is the float32 emission of a "
+                    f"compression of A, ask `--epsilon` with the eps its certificate proved (report.json: "
+                    f"certificate.epsilon) instead of --exact")
+        return "the networks compute different functions on the domain; the counterexample is exact"
+    if result.verdict != "unknown":
+        return ""
+    tips = [f"a longer --time-limit (now {result.time:.0f} s used)",
+            "smaller input boxes (split the domain and give several --domain flags)"]
+    if result.mode == "epsilon" and result.best_bound is not None and result.best_bound > result.epsilon:
+        tips.append(f"--epsilon {result.best_bound:.3g} (the proven bound) if that tolerance is acceptable")
+    if result.mode == "top1":
+        tips.append("--epsilon with a tolerance on the logits, which is often easier to prove")
+    return "try " + "; ".join(tips)
 
 
 def _run(args) -> int:
@@ -97,8 +124,10 @@ def _run(args) -> int:
     g = load_model(args.model_b)
     check_sizes(f, g)
     box = parse_union(args.domain, n=f.input_size)
-    result = check_union(f, g, box, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
-                               solver=args.solver, seed=args.seed)
+    from .progress import phase
+    with phase("check", total=len(box.boxes), enabled=not args.no_progress, unit="boxes") as bar:
+        result = check_union(f, g, box, progress=bar, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
+                             solver=args.solver, seed=args.seed)
     if args.output is not None:
         doc = {"schema": "leo_verify.check/1",
                "inputs": {"a": {"file": args.model_a, "sha256": sha256_file(args.model_a)},
@@ -113,4 +142,5 @@ def _run(args) -> int:
 
 
 register(Command("check", "check two networks for equivalence over a domain "
-                          "(exit 0 equivalent, 1 counterexample, 2 unknown)", _args, _run))
+                          "(exit 0 equivalent, 1 counterexample, 2 unknown)", _args, _run,
+                 example="leo-verify check a.onnx b.onnx --domain prop_1.vnnlib --epsilon 1e-5 -o result.json"))

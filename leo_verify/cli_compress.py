@@ -5,7 +5,7 @@ import argparse
 import json
 import os
 
-from .cli import Command, check_output_path, load_model, register, write_output
+from .cli_common import Command, check_output_path, load_model, register, write_output
 from .cli_analyze import add_analysis_options, analysis_kwargs
 from .errors import OutputError, UsageError
 from .util import folder_lock, sha256_file
@@ -77,23 +77,8 @@ def _run(args) -> int:
     out = args.output
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"output {out!r} exists and is not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:  # a parent is a regular file, read-only, too long a name, ...
-        raise OutputError(f"cannot create the output folder {out!r}: {exc.strerror or exc}") from None
-    # one run per output folder: a second run on OUT/ fails at once (OutputError,
-    # naming the holder's pid) instead of interleaving its files with ours
-    with folder_lock(out):
-        return _compress_into(args, out, formats)
-
-
-def _compress_into(args, out: str, formats: list) -> int:
-    from .compress import compress
+    # every input is validated before OUT/ is created: a refused run leaves no empty folder
     from .domain import parse_union
-    paths = {"onnx": os.path.join(out, "compressed.onnx"), "torch": os.path.join(out, "compressed.pt"),
-             "report": os.path.join(out, "report.json")}
-    for p in paths.values():
-        check_output_path(p, [args.model, args.facts, *args.domain, args.data])
     graph = load_model(args.model)
     graph.metadata["sha256"] = sha256_file(args.model)
     out_op = graph.op(graph.output_name)
@@ -101,9 +86,36 @@ def _compress_into(args, out: str, formats: list) -> int:
         raise UsageError(f"--format torch: the network ends with a {out_op.head} head, which a .pt state dict "
                          f"cannot record; use --format onnx")
     union = parse_union(args.domain, n=graph.input_size)
-    box = union.boxes[0] if len(union) == 1 else union
     kw = analysis_kwargs(args, graph)
+    kw.pop("progress", None)  # compress(progress=...) drives every phase's display
+    if args.facts is not None and not os.path.isfile(args.facts):
+        from .errors import InputFileError
+        raise InputFileError(f"facts file {args.facts!r} does not exist")
+    created = not os.path.isdir(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:  # a parent is a regular file, read-only, too long a name, ...
+        raise OutputError(f"cannot create the output folder {out!r}: {exc.strerror or exc}") from None
+    # one run per output folder: a second run on OUT/ fails at once (OutputError,
+    # naming the holder's pid) instead of interleaving its files with ours
+    try:
+        with folder_lock(out):
+            return _compress_into(args, out, formats, graph, union, kw)
+    except BaseException:
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)  # nothing was written: leave no empty folder behind
+        raise
+
+
+def _compress_into(args, out: str, formats: list, graph, union, kw: dict) -> int:
+    from .compress import compress
+    paths = {"onnx": os.path.join(out, "compressed.onnx"), "torch": os.path.join(out, "compressed.pt"),
+             "report": os.path.join(out, "report.json")}
+    for p in paths.values():
+        check_output_path(p, [args.model, args.facts, *args.domain, args.data])
+    box = union.boxes[0] if len(union) == 1 else union
     result = compress(graph, box, facts=args.facts, exact=not args.float, certify=False,
+                      progress=not args.no_progress,
                       proven_claims_only=not args.no_certify,
                       certify_options={"time_limit": args.certify_time_limit,
                                        "pieces_budget": args.certify_pieces_budget}, **kw)
@@ -128,9 +140,12 @@ def _compress_into(args, out: str, formats: list) -> int:
         from .certify.proofs import write_proofs
         from .io import load
         # certify what was written: read every emitted file back
-        cert = result.certify(box, emitted={name: load(p) for name, p in emitted.items()},
-                              dtype=args.dtype, time_limit=args.certify_time_limit,
-                              seed=args.seed, progress=None)
+        from .progress import phase
+        with phase("certification", enabled=not args.no_progress, unit="obligations") as bar:
+            cert = result.certify(box, emitted={name: load(p) for name, p in emitted.items()},
+                                  dtype=args.dtype, time_limit=args.certify_time_limit,
+                                  seed=args.seed, progress=None)
+            bar.update(len(cert.obligations), verdict=cert.verdict)
         write_proofs(out, cert, original=result.original, compressed=result.graph,
                      model_sha=graph.metadata.get("sha256"), emitted=emitted, smt2=not args.no_smt2)
         report["certificate"] = cert.summary()
@@ -150,7 +165,8 @@ def _compress_into(args, out: str, formats: list) -> int:
     return code
 
 
-register(Command("compress", "analyse and rewrite a network losslessly; write it and a report", _args, _run))
+register(Command("compress", "analyse and rewrite a network losslessly; write it and a report", _args, _run,
+                 example="leo-verify compress examples/nets/tiny_mlp.onnx --domain examples/nets/tiny_mlp_domain.json -o out/demo"))
 
 
 def _recheck_args(p: argparse.ArgumentParser) -> None:
@@ -201,8 +217,11 @@ def _recheck_run(args) -> int:
     if args.domain is not None:  # the reviewer's own question: parsed before anything in OUT/ is trusted
         from .domain import parse_union
         pinned = parse_union(args.domain, n=_certificate_inputs(out)).exact_boxes()
+    from .progress import phase
     try:
-        summary = recheck(out, model=args.model, domain=pinned, log=log)
+        with phase("recheck", enabled=args.json is False, unit="checks") as bar:
+            summary = recheck(out, model=args.model, domain=pinned, log=log)
+            bar.update(summary["checked"], failed=len(summary["failed"]))
     except LeoError as e:
         # whatever stopped the recheck (a malformed certificate, a model file that does not
         # parse, ...): the pages in OUT/ must not keep saying CERTIFIED
@@ -239,4 +258,5 @@ def _recheck_run(args) -> int:
 
 
 register(Command("recheck", "re-run every proof obligation of a compression's output folder",
-                 _recheck_args, _recheck_run))
+                 _recheck_args, _recheck_run,
+                 example="leo-verify recheck out/demo --model examples/nets/tiny_mlp.onnx --domain examples/nets/tiny_mlp_domain.json"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import Command, register
+from .cli_common import Command, register
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -23,4 +23,5 @@ def _report_run(args) -> int:
 
 
 register(Command("report", "render OUT/report.html and OUT/report.md from a compression's OUT/report.json",
-                 _report_args, _report_run))
+                 _report_args, _report_run,
+                 example="leo-verify report out/demo"))

@@ -11,6 +11,7 @@ proven; with ``certify=False`` it says ``not certified`` (not attempted).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -124,7 +125,7 @@ def _check_facts(facts: Facts, graph: Graph, union, where: str) -> None:
 
 def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = True,
              method: str = "fast", certify: bool = True, certify_options: dict | None = None,
-             proven_claims_only: bool | None = None, **analysis_options) -> Result:
+             proven_claims_only: bool | None = None, progress: bool = False, **analysis_options) -> Result:
     """Analyse ``model`` over ``domain`` and rewrite it losslessly.
 
     Parameters
@@ -144,6 +145,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         cannot be re-proved in its budget keeps its neuron (reported as such),
         so the compression stays certifiable.  ``certify_options``
         ``time_limit`` / ``max_nodes`` set the per-claim budget.
+    progress : show progress of the long phases (:mod:`leo_verify.progress`).
     """
     from .passes.runner import compress_graph
 
@@ -156,7 +158,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     # one box stays a Box everywhere (the common case); a union is proven box by box
     box = union.boxes[0] if len(union) == 1 else union
     if facts is None:
-        facts = analyze(graph, box, method=method, **analysis_options)
+        facts = analyze(graph, box, method=method, progress=progress and sys.stderr.isatty(), **analysis_options)
         facts_source = "analysis"
     else:
         where = f"facts file {facts!r}" if isinstance(facts, str) else "facts"
@@ -171,13 +173,17 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         from .certify.pieces import prove_claims_with_pieces
         copts = dict(certify_options or {})
         claims_result = []
-        for b in union.boxes:  # a claim is used only if it is proven on every box
-            t = time.monotonic()
-            res = prove_claims_with_pieces(graph, b, stable, time_limit=copts.get("time_limit", 5.0),
-                                           max_nodes=copts.get("max_nodes", 2000),
-                                           pieces_budget=copts.get("pieces_budget", 300.0) / len(union))
-            res.time = time.monotonic() - t
-            claims_result.append(res)
+        from .progress import phase
+        with phase("exact claims", total=len(stable) * len(union), enabled=progress, unit="claims") as bar:
+            for b in union.boxes:  # a claim is used only if it is proven on every box
+                t = time.monotonic()
+                res = prove_claims_with_pieces(graph, b, stable, time_limit=copts.get("time_limit", 5.0),
+                                               max_nodes=copts.get("max_nodes", 2000),
+                                               pieces_budget=copts.get("pieces_budget", 300.0) / len(union),
+                                               progress=bar.update)
+                res.time = time.monotonic() - t
+                claims_result.append(res)
+                bar.info = f"{sum(1 for r in claims_result for p in r.proofs.values() if p.status == 'proven')} proven"
         stable = {n: c for n, c in stable.items() if all(r.proofs[n].status == "proven" for r in claims_result)}
     t15 = time.monotonic()
     new, log = compress_graph(graph, stable, exact=exact)

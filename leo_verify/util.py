@@ -155,9 +155,11 @@ class folder_lock:
     once with :class:`~leo_verify.errors.OutputError` naming the folder and
     the holder's pid.  The kernel releases the lock when the holder exits in
     any way (also SIGKILL), so a stale ``.lock`` file never blocks a later
-    run; the file itself is left in place (removing it would let two runs
-    lock two different files).  On a file system without locks (``ENOLCK``)
-    the folder is used unlocked.
+    run.  On a normal exit (success, error, Ctrl-C) the holder removes the file
+    *while still holding the lock*; a run that locked the file just before it
+    was removed sees that the path no longer names the inode it locked and
+    starts again, so two runs never hold two different lock files.  On a file
+    system without locks (``ENOLCK``) the folder is used unlocked.
     """
 
     def __init__(self, folder: str, *, what: str = "output folder"):
@@ -171,34 +173,49 @@ class folder_lock:
         import fcntl
 
         from .errors import InputFileError, OutputError
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise InputFileError(f"cannot write in {self.what} {self.folder!r}: "
-                                 f"{exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP):
-                os.close(fd)
-                return self
+        for _ in range(100):
             try:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            except OSError:
-                holder = "unknown"
-            os.close(fd)
-            raise OutputError(f"{self.what} {self.folder!r} is in use by another leo-verify run "
-                              f"(pid {holder}, lock {self.path!r}); wait for it to finish or "
-                              f"choose another folder") from None
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise InputFileError(f"cannot write in {self.what} {self.folder!r}: "
+                                     f"{exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                return self._busy(fd, exc, errno)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed the file we locked: lock the new one
+        else:  # pragma: no cover - a hundred removals in a row
+            raise OutputError(f"{self.what} {self.folder!r}: cannot take the lock {self.path!r}")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self.fd = fd
         return self
 
+    def _busy(self, fd, exc, errno):
+        """The lock is taken (or locks are unsupported: use the folder unlocked)."""
+        from .errors import OutputError
+        if exc.errno in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            os.close(fd)
+            return self
+        try:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        os.close(fd)
+        raise OutputError(f"{self.what} {self.folder!r} is in use by another leo-verify run "
+                          f"(pid {holder}, lock {self.path!r}); wait for it to finish or "
+                          f"choose another folder") from None
+
     def __exit__(self, *exc):
         if self.fd is not None:
             try:
-                os.ftruncate(self.fd, 0)
+                os.unlink(self.path)  # still locked: a waiting run re-checks the inode
             except OSError:
                 pass
             os.close(self.fd)  # releases the lock

@@ -39,7 +39,7 @@ def solver_versions() -> dict:
         import numpy
         import ortools
 
-        from .. import __version__
+        from .._version import __version__
         from .backends import backend_version
         out = {"leo_verify": __version__, "python": platform.python_version(),
                "numpy": numpy.__version__, "networkx": networkx.__version__,
@@ -165,8 +165,9 @@ def analyze(graph: Graph, domain, *, method: str = "fast", solver: str = "scip",
         state.journal = journal
         state._journaled = set(resumed)
         if log is not None and (journal.loaded_facts or journal.loaded_queries):
-            log(f"checkpoint: {journal.loaded_facts} facts resumed from {journal.path} "
-                f"({journal.loaded_queries} finished solver queries are not run again)")
+            log(f"note: reusing an earlier run with the same inputs: {journal.loaded_facts} facts resumed, "
+                f"{journal.loaded_queries} finished solver queries not run again (checkpoint {journal.path}; "
+                f"--no-checkpoint starts afresh)")
     cb = _progress_cb(state, progress)
     try:
         with make_runner(workers=workers, scheduler=scheduler, executor=executor) as runner:

@@ -20,10 +20,16 @@ __all__ = ["check_union"]
 _PROOF_ORDER = ("milp-float", "sound-float", "exact")
 
 
-def check_union(f, g, domain: Domain, *, time_limit: float = 60.0, **options) -> CheckResult:
-    """:func:`~.equivalence.check_equivalence` on every box of ``domain``, combined."""
+def check_union(f, g, domain: Domain, *, time_limit: float = 60.0, progress=None, **options) -> CheckResult:
+    """:func:`~.equivalence.check_equivalence` on every box of ``domain``, combined.
+
+    ``progress``: an object with ``update(n, **info)`` (:func:`leo_verify.progress.phase`), told of
+    each box done with its verdict and proven bound."""
     if len(domain.boxes) == 1:
-        return check_equivalence(f, g, domain.boxes[0], time_limit=time_limit, **options)
+        r = check_equivalence(f, g, domain.boxes[0], time_limit=time_limit, **options)
+        if progress is not None:
+            progress.update(1, verdict=r.verdict, bound=f"{r.best_bound:.3g}" if r.best_bound is not None else "-")
+        return r
     t0 = time.monotonic()
     results = []
     for k, box in enumerate(domain.boxes):
@@ -32,6 +38,8 @@ def check_union(f, g, domain: Domain, *, time_limit: float = 60.0, **options) ->
         for s in r.stages:
             s.setdefault("box", k)
         results.append(r)
+        if progress is not None:
+            progress.update(1, box=k, verdict=r.verdict)
         if r.verdict == "counterexample":
             break
     stages = [s for r in results for s in r.stages]
