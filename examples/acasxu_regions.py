@@ -7,7 +7,7 @@ leo_verify can remove them *on that box* without changing a single output.
 For each ACAS Xu net 1_k (``../shared/benchmarks/acasxu``) and each property
 box (``prop_1`` .. ``prop_4``) this script
 
-1. compresses and certifies (``leo_verify.compress.compress(net, box, ...)``):
+1. compresses and certifies (``leo_verify.compressor.compress(net, box, ...)``):
    neurons, parameters and hidden layers before and after, the verdict;
 2. runs a typical downstream check on the original and on the compressed
    network (the float32 ONNX that ``compress`` emits, read back): the exact
@@ -110,7 +110,7 @@ def compare_optima(a: dict, b: dict) -> float | None:
 
 
 def run_case(net: int, prop: int, args) -> dict:
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     from leo_verify.domain import parse_domain
     from leo_verify.io import load
     from leo_verify.io.onnx import graph_from_onnx_model, to_onnx_model

@@ -35,7 +35,7 @@ def test_points(box, rng, n=10_000):
 
 
 def check(name, net, dom, args) -> dict:
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     from leo_verify.domain import parse_domain
     from leo_verify.io import load
     from leo_verify.semantics import evaluate

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from leo_verify.certify.equivalence import check_equivalence
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     from leo_verify.domain import parse_domain
     from leo_verify.io import load
     from leo_verify.io.onnx import save_onnx

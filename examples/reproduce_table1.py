@@ -14,7 +14,7 @@ any output.  This script runs the same experiment with leo_verify on
 * ``digits``: scikit-learn's 8x8 digits, nets 64-{25,50,100}x2-10, same l1
   values (``examples/nets/digits``; not in the paper),
 
-and for every net calls ``leo_verify.compress.compress(net, "box:0,1", ...)``
+and for every net calls ``leo_verify.compressor.compress(net, "box:0,1", ...)``
 (fast analysis, exact rewrite, certification) and prints one row: test
 accuracy, neurons removed per hidden layer, total compression of the hidden
 neurons, the certificate's verdict (``certified`` only when every proof
@@ -140,7 +140,7 @@ def removed_per_layer(report: dict) -> tuple[list | None, str]:
 def run_net(entry: dict, *, query_time_limit: float, certify_time_limit: float | None,
             out: str | None) -> dict:
     """Compress + certify one net over [0, 1]^n; the table row (a dict)."""
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
 
     t0 = time.monotonic()
     res = compress(entry["path"], "box:0,1", query_time_limit=query_time_limit,

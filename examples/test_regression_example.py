@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from leo_verify.compress import compress
+from leo_verify.compressor import compress
 from leo_verify.domain import parse_domain
 from leo_verify.graph import Affine
 from leo_verify.io import load

@@ -3,27 +3,19 @@
 Data flows one way: ``io`` -> ``graph`` -> ``analysis`` -> ``passes`` ->
 ``certify`` -> ``report``.
 """
+from ._version import __version__
 from .errors import LeoError
 from .graph import Add, Affine, Graph, Input, Output, Relu
 from .semantics import evaluate, evaluate_exact
-
-__version__ = "0.1.0"
 
 __all__ = ["Graph", "Input", "Affine", "Relu", "Add", "Output", "LeoError",
            "evaluate", "evaluate_exact", "load", "analyze", "compress", "__version__"]
 
 
 def compress(model, domain, **kwargs):
-    """Analyse, rewrite losslessly and certify; see :func:`leo_verify.compress.compress`."""
-    # importing the submodule ``leo_verify.compress`` rebinds this package's
-    # attribute ``compress`` to the module: put this function back
-    import importlib
-    _module = importlib.import_module(".compress", __name__)
-    globals()["compress"] = _entry
-    return _module.compress(model, domain, **kwargs)
-
-
-_entry = compress
+    """Analyse, rewrite losslessly and certify; see :func:`leo_verify.compressor.compress`."""
+    from .compressor import compress as _compress
+    return _compress(model, domain, **kwargs)
 
 
 def analyze(graph, domain, **kwargs):

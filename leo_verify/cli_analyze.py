@@ -24,8 +24,9 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-time-limit", type=float, default=60.0, metavar="S",
                    help="seconds per MILP query (a timeout leaves the neuron unknown)")
     p.add_argument("--budget", type=float, default=None, metavar="S",
-                   help="seconds for the whole analysis; facts are marked incomplete when spent "
-                        "(default: no limit)")
+                   help="seconds: analyze: for the whole analysis (facts marked incomplete when spent); "
+                        "compress: for the whole run (half for the analysis; exact claims not proven by 85 %% "
+                        "of it keep their neurons) (default: no limit)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="solver threads per query")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",

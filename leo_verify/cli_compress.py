@@ -108,7 +108,7 @@ def _run(args) -> int:
 
 
 def _compress_into(args, out: str, formats: list, graph, union, kw: dict) -> int:
-    from .compress import compress
+    from .compressor import compress
     paths = {"onnx": os.path.join(out, "compressed.onnx"), "torch": os.path.join(out, "compressed.pt"),
              "report": os.path.join(out, "report.json")}
     for p in paths.values():

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 
 from .domain import Box
 from .graph import Add, Affine, Graph, Input, Output, Relu, neuron_id
+from .sampling import points_in  # re-exported: the sampler the fuzz stage uses
 
 __all__ = ["networks", "boxes", "points_in", "mlp", "assert_equivalent"]
 
@@ -108,23 +109,6 @@ def boxes(draw, n: int, *, low=-1.0, high=1.0, degenerate: bool = True) -> Box:
         lo.append(min(a, b))
         hi.append(max(a, b))
     return Box(np.array(lo), np.array(hi), source="hypothesis")
-
-
-@st.composite
-def points_in(draw, box: Box):
-    """A point of ``box``: per coordinate a bound, the midpoint or an interior value."""
-    out = []
-    for lo, hi in zip(box.lower, box.upper):
-        kind = draw(st.integers(0, 3))
-        if kind == 0:
-            out.append(float(lo))
-        elif kind == 1:
-            out.append(float(hi))
-        elif kind == 2:
-            out.append(float((lo + hi) / 2))
-        else:
-            out.append(draw(st.floats(float(lo), float(hi), allow_nan=False)))
-    return np.array(out)
 
 
 def assert_equivalent(f, g, domain, *, epsilon: float = 1e-6, mode: str = "epsilon",

@@ -249,7 +249,7 @@ def _tiny():
 
 
 def test_certificate_of_a_correct_compression_is_certified():
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     g, box = _tiny()
     r = compress(g, box, certify_options={"fuzz_points": 2000})
     assert r.report["certificate"]["verdict"] == "certified"
@@ -259,7 +259,7 @@ def test_certificate_of_a_correct_compression_is_certified():
 
 
 def test_mutation_changed_emitted_weight_is_not_certified():
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     from leo_verify.io.onnx import graph_from_onnx_model, to_onnx_model
     g, box = _tiny()
     r = compress(g, box, certify=False)
@@ -286,7 +286,7 @@ def _flipped_facts():
 
 
 def test_mutation_flipped_claim_is_not_certified_and_fuzz_refutes():
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     g, box, facts, victim = _flipped_facts()
     # a rewrite that trusts the (wrong) float facts, then certification
     r = compress(g, box, facts=facts, proven_claims_only=False, certify_options={"fuzz_points": 2000})
@@ -300,7 +300,7 @@ def test_mutation_flipped_claim_is_not_certified_and_fuzz_refutes():
 
 
 def test_default_compress_uses_only_exactly_proven_claims():
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     g, box, facts, victim = _flipped_facts()
     r = compress(g, box, facts=facts, certify_options={"fuzz_points": 2000})
     assert victim in r.graph.neurons()  # the unproven claim was not used: its neuron stays
@@ -396,7 +396,7 @@ def test_pieces_prove_what_the_whole_box_relaxation_cannot_and_recheck():
 
 def test_package_compress_can_be_called_twice():
     import leo_verify
-    import leo_verify.compress  # noqa: F401  (binds the submodule on the package first)
+    import leo_verify.compressor  # noqa: F401  (the implementation module imported first)
     g, box = _tiny()
     for _ in range(2):
         r = leo_verify.compress(g, box, certify=False)

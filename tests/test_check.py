@@ -636,7 +636,7 @@ DIGITS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def test_structural_prover_proves_a_net_and_its_compression():
     import leo_verify.certify  # noqa: F401  (registers the structural prover)
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     from leo_verify.io import load
     from leo_verify.io.onnx import graph_from_onnx_model, to_onnx_model
     f = load(DIGITS)

@@ -239,7 +239,7 @@ def test_certify_api_uses_piece_trees_and_accepts_a_pieces_budget():
     # certify() on its own (no proofs from compress) proves the deep claim with a piece tree;
     # compress passes certify_options through to it
     from leo_verify.certify.certificate import certify
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     net = abs_trick()
     box = Box(np.array([-1.0]), np.array([1.0]))
     r = compress(net, box, certify=False)

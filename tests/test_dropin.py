@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from leo_verify.compress import compress
+from leo_verify.compressor import compress
 from leo_verify.domain import Box
 from leo_verify.graph import Affine, Graph, Input, Output, Relu, neuron_id
 from leo_verify.io.onnx import graph_from_onnx_model, to_onnx_model

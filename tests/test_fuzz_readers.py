@@ -452,8 +452,8 @@ HOSTILE_ONNX = {
     "input_huge": (lambda: _with_input_dims([1, 10**12]), ModelFormatError, "MAX_VALUE_SIZE"),
     "input_overflow": (lambda: _with_input_dims([2**62, 2**62]), ModelFormatError,
                        "MAX_VALUE_SIZE"),
-    "cycle": (lambda: _rewire(0, 0, "output"), ModelFormatError, "cycle: 'fc1_matmul'"),
-    "self_loop": (lambda: _rewire(2, 0, "relu1"), ModelFormatError, "cycle: 'relu1'"),
+    "cycle": (lambda: _rewire(0, 0, "output"), GraphError, "cycle: 'fc1_matmul'"),
+    "self_loop": (lambda: _rewire(2, 0, "relu1"), GraphError, "cycle: 'relu1'"),
     "dangling": (lambda: _rewire(2, 0, "nobody"), ModelFormatError, "'nobody', which no node"),
     "out_of_order": (_reordered, ModelFormatError, "topological order"),
     "bad_utf8_name": (_bad_utf8_name, ModelFormatError, "UTF-8"),
@@ -1171,7 +1171,7 @@ def hostile_files(tmp_path_factory):
 
 
 _CLI_MODELS = {  # file -> exit code of `leo-verify info FILE`
-    "truncated.onnx": 5, "huge_no_data.onnx": 5, "dims_overflow_int64.onnx": 5, "cycle.onnx": 5,
+    "truncated.onnx": 5, "huge_no_data.onnx": 5, "dims_overflow_int64.onnx": 5, "cycle.onnx": 7,
     "dangling.onnx": 5, "input_huge.onnx": 5, "bad_utf8_name.onnx": 5, "string_weight.onnx": 5,
     "dense_blowup.onnx": 5, "external.onnx": 5, "bigint.nnet": 5, "fewer_rows.nnet": 5,
     "expanded.pt": 5, "evil.pt": 5,
@@ -1234,7 +1234,7 @@ def _run_cli(argv):
 @pytest.mark.parametrize("argv_of,code", [
     (lambda f: ["info", f["truncated.onnx"]], 5),
     (lambda f: ["info", f["huge_no_data.onnx"]], 5),
-    (lambda f: ["info", f["cycle.onnx"]], 5),
+    (lambda f: ["info", f["cycle.onnx"]], 7),
     (lambda f: ["eval", f["dims_overflow_int64.onnx"], "--input", BROKEN / "point.json"], 5),
     (lambda f: ["info", f["bigint.nnet"]], 5),
     (lambda f: ["info", f["evil.pt"]], 5),

@@ -81,7 +81,7 @@ def _exactly_equal(f, g, box) -> bool:
 
 @pytest.mark.parametrize("name,net,box", NETS, ids=[n for n, _, _ in NETS])
 def test_certificate_verdict_matches_exact_arithmetic(name, net, box):
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     r = compress(net, box, query_time_limit=5, certify_options={"fuzz_points": 2000})
     verdict = r.report["certificate"]["verdict"]
     if verdict == "certified":

@@ -42,7 +42,7 @@ KERNEL = os.path.join(ROOT, "leo_verify", "kernel")
 #: what kernel modules may import inside the package (besides each other)
 ALLOWED_INTERNAL = {"graph", "errors", "util", "io"}
 FORBIDDEN = ("z3", "highspy", "ortools", "scipy", "torch.optim", "leo_verify.analysis", "leo_verify.passes",
-             "leo_verify.certify", "leo_verify.report", "leo_verify.compress", "leo_verify.testing")
+             "leo_verify.certify", "leo_verify.report", "leo_verify.compressor", "leo_verify.testing")
 
 
 def test_kernel_sources_import_no_prover():

@@ -100,9 +100,7 @@ def docs(out_dir):
 
 @pytest.fixture(scope="module")
 def api_report():
-    # (not `from leo_verify import compress`: once leo_verify.compress the module is imported,
-    # e.g. by the CLI, the package attribute is the module, not the function)
-    from leo_verify.compress import compress
+    from leo_verify.compressor import compress
     return compress(str(MODEL), str(DOMAIN), certify_options={"fuzz_points": 2000}).report
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from kernel_cases import ROOT, copy_folder, edit_json, run_cli
 from leo_verify.analysis.facts import Facts, NeuronFact
 from leo_verify.analysis.union import merge_facts
-from leo_verify.compress import compress
+from leo_verify.compressor import compress
 from leo_verify.domain import Box, Domain, parse_union
 from leo_verify.graph import Affine, Graph, Input, Output, Relu
 from leo_verify.io.onnx import save_onnx
@@ -144,9 +144,11 @@ def test_acas_prop6_two_boxes_compress_certify_and_agree(tmp_path):
     model = os.path.join(ACAS, "ACASXU_run2a_1_1_batch_2000.onnx")
     prop = os.path.join(ACAS, "prop_6.vnnlib")
     out = str(tmp_path / "p6")
+    # without a budget the MILPs on these wide boxes take half an hour; the budget bounds the run
+    # and what is not decided in time is kept (sound), so the result is still certified
     code, so, se = run_cli(["compress", model, "--domain", prop, "-o", out, "--no-checkpoint",
-                            "--certify-pieces-budget", "120"])
-    assert code in (0, 2), so + se  # certified, or (budget) not certified with open claims kept
+                            "--budget", "60", "--query-time-limit", "5"])
+    assert code == 0, so + se
     report = json.load(open(os.path.join(out, "report.json")))
     assert len(report["domain"]["boxes"]) == 2
     assert report["after"]["neurons"] < report["before"]["neurons"]
@@ -159,6 +161,5 @@ def test_acas_prop6_two_boxes_compress_certify_and_agree(tmp_path):
     for p in xs:
         fa = evaluate_exact(a, [Fraction(float(v)) for v in p])
         assert len(fa) == 5
-    if code == 0:
-        code, so, se = run_cli(["recheck", out, "--json", "--domain", prop])
-        assert code == 0, so + se
+    code, so, se = run_cli(["recheck", out, "--json", "--domain", prop])
+    assert code == 0, so + se

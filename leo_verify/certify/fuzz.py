@@ -15,7 +15,7 @@ Stages, in order (each adds points; the best ones seed the later stages):
 ``extra``      the caller's points (e.g. an analysis' witnesses), clipped into the box;
 ``boundary``   points next to ReLU boundaries of either network: bisection along
                segments between two points where a pre-activation changes sign;
-``hypothesis`` a seeded, targeted hypothesis search over :func:`leo_verify.testing.points_in`
+``hypothesis`` a seeded, targeted hypothesis search over :func:`leo_verify.sampling.points_in`
                (skipped inside a running hypothesis test: nesting ``@given`` is refused
                by hypothesis' health check);
 ``gradient``   projected sign-gradient ascent on ``+-(f_i - g_i)`` for every output ``i``
@@ -421,7 +421,7 @@ def _hypothesis_stage(tr: _Tracker, seed: int, examples: int, stop: float | None
     import hypothesis
     from hypothesis import HealthCheck, Phase, given, settings, target
 
-    from ..testing import points_in
+    from ..sampling import points_in
     if examples <= 0:
         return "off"
     if hypothesis.currently_in_test_context():

@@ -90,7 +90,7 @@ def prove_by_pieces(graph: Graph, box: Box, claims: Mapping[str, str], needed: M
 
 def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 5.0,
                              max_nodes: int = 2000, pieces_budget: float = 300.0, max_pieces: int = 64,
-                             crown_pieces: int = 4000, progress=None):
+                             crown_pieces: int = 4000, progress=None, deadline: float | None = None):
     """:func:`~.claims.prove_claims` with pieces of the box, for networks with few inputs.
 
     Networks with at most :data:`~.claims.INPUT_SPLIT_MAX` inputs: each
@@ -99,15 +99,19 @@ def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], 
     ``result.trees``, up to ``crown_pieces`` pieces per layer) before branch
     and bound; what is still open at the end gets the layered proof re-run
     piece by piece (method ``"pieces"``, tree ``result.pieces``) in what is
-    left of ``pieces_budget`` seconds.
+    left of ``pieces_budget`` seconds.  ``deadline`` (a ``time.monotonic()``
+    value) bounds everything: claims not reached by then stay open (their
+    neurons are kept).
     """
     from .claims import INPUT_SPLIT_MAX, ClaimProof
     t_start = time.monotonic()
+    if deadline is not None:
+        pieces_budget = max(0.0, min(pieces_budget, deadline - t_start))
     few = graph.input_size <= INPUT_SPLIT_MAX and pieces_budget > 0
     # the per-claim box split is subsumed by the piece-wise proofs
     res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes,
                        input_split=not few, crown_budget=pieces_budget if few else 0.0,
-                       crown_pieces=crown_pieces, progress=progress)
+                       crown_pieces=crown_pieces, progress=progress, deadline=deadline)
     res.pieces = None
     failing = {n: p.claim for n, p in res.proofs.items() if p.status != "proven" and n in claims}
     if failing and few and time.monotonic() < t_start + pieces_budget:

@@ -44,7 +44,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..domain import Box
+from ..box import Box
 from ..errors import DomainError, InputFileError
 
 __all__ = ["VnnlibProperty", "OutputConstraint", "read_vnnlib", "parse_vnnlib",

@@ -1,4 +1,6 @@
-"""``leo_verify.compress``: analysis -> proven facts -> lossless rewrite -> outputs.
+"""``leo_verify.compressor``: analysis -> proven facts -> lossless rewrite -> outputs.
+
+``leo_verify.compress(model, domain, ...)`` (a function of the package) calls :func:`compress`.
 
 The result holds the compressed graph and a JSON report (schema
 :data:`REPORT_SCHEMA`).  By default the compression is then certified
@@ -155,6 +157,11 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         graph.metadata["sha256"] = sha256_file(os.fspath(model))
     source = graph.metadata.get("source")
     union = as_domain(domain, n=graph.input_size)
+    # a budget bounds the whole run: half for the analysis, the exact claims until 85 % of it
+    # (claims not proven by then keep their neurons), the rest for the rewrite and certification
+    budget = analysis_options.get("budget")
+    if budget is not None:
+        analysis_options["budget"] = budget * 0.5
     # one box stays a Box everywhere (the common case); a union is proven box by box
     box = union.boxes[0] if len(union) == 1 else union
     if facts is None:
@@ -180,7 +187,8 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
                 res = prove_claims_with_pieces(graph, b, stable, time_limit=copts.get("time_limit", 5.0),
                                                max_nodes=copts.get("max_nodes", 2000),
                                                pieces_budget=copts.get("pieces_budget", 300.0) / len(union),
-                                               progress=bar.update)
+                                               progress=bar.update,
+                                               deadline=None if budget is None else t0 + 0.85 * budget)
                 res.time = time.monotonic() - t
                 claims_result.append(res)
                 bar.info = f"{sum(1 for r in claims_result for p in r.proofs.values() if p.status == 'proven')} proven"
@@ -229,22 +237,3 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     if certify:
         result.certify(box, **dict(certify_options or {}))
     return result
-
-
-class _CallableModule(type(os)):
-    """This module, callable as :func:`compress`.
-
-    ``import leo_verify.compress`` makes the package attribute
-    ``leo_verify.compress`` this module (Python binds submodules on their
-    parent), hiding the package-level function of the same name; calling the
-    module does what the function does, so ``leo_verify.compress(model, domain)``
-    works whatever was imported first.
-    """
-
-    def __call__(self, model, domain, **kwargs):
-        return compress(model, domain, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,341 @@
+"""Equivalence of any two networks over a box: ``check_equivalence(f, g, box, ...)``.
+
+Three questions (``mode``):
+
+``"epsilon"``  is ``|f_i(x) - g_i(x)| <= epsilon`` for every output ``i`` and every ``x``
+               in the box?
+``"exact"``    is ``f(x) == g(x)`` exactly, over the reals (the networks' weights are the
+               exact rationals of their stored floats, or their ``Affine.exact`` rationals)?
+``"top1"``     is ``argmax f(x) == argmax g(x)`` for every ``x``?  Tie convention: the
+               argmax is the *first* index attaining the maximum (``numpy.argmax``), in
+               exact arithmetic.
+
+Output heads: the provers below work on the logits (the outputs before any
+head); :func:`check_equivalence` turns the question about the head outputs into
+checks of the logits (``top1`` sees through order-preserving heads, ``epsilon``
+divides by the head's Lipschitz constant, see :func:`_check_with_heads`).
+
+The check is a sequence of provers tried in order; each answers
+``"equivalent"``, ``"counterexample"`` or nothing (unknown):
+
+1. ``fuzz``: the falsification campaign of :mod:`.fuzz` (finds counterexamples only);
+2. the hook list ``provers`` (default :data:`STRUCTURAL_PROVERS`);
+3. ``bounds``: rigorous float bounds (interval + CROWN with outward rounding) of
+   ``f - g`` on a joint graph (mode ``"epsilon"`` only);
+4. ``milp`` and ``z3`` in a mode-dependent order:
+
+   * ``"epsilon"``: MILP first (a floating-point proof: every dual bound of
+     ``max/min (f_i - g_i)`` within ``epsilon`` minus a safety margin), then z3 on small
+     networks;
+   * ``"exact"`` / ``"top1"``: z3 first (an exact proof), then the MILP, which in
+     ``"exact"`` mode can only find counterexamples, and in ``"top1"`` proves only when
+     every pairwise margin is clear of 0 (rare: net-vs-itself comparisons touch ties).
+
+   The MILP is ONE program with a shared input for both nets: a joint graph
+   ``x -> f, x -> g, f - g`` (:func:`joint_graph`) encoded by
+   :func:`leo_verify.analysis.milp.encode` with sound bounds.  z3 works in exact
+   rationals: affine entries and post-activations are named variables with explicit
+   sound bounds (``0 <= y <= u``, ``y == If(z > 0, z, 0)``); ReLUs proven stable by
+   sound bounds are substituted (``0`` or ``z``).  z3 runs when at most
+   ``z3_max_neurons`` distinct unstable ReLUs are left, or when the outputs are shared.
+
+Sharing (:class:`Canon`): values that ``f`` and ``g`` compute identically (same
+exact weights on the same canonical arguments, ignoring arguments proven 0 on the
+box and the order of units) are computed once, in the MILP and in z3.  A network
+compared with itself, a copy with dead neurons removed or units permuted
+collapses to (nearly) nothing: ``f - g`` then has zero coefficients on every
+shared value and the sound bounds alone prove it.  Whatever is not shared costs
+one binary (one z3 ``If``) per unstable ReLU, and the joint MILP of two
+unrelated copies is hard: measured on ACAS Xu 1_1 over prop_1's box, 494
+binaries, dual bounds ~1000 after 12 s per query.
+
+Replay guard: no counterexample is reported unless it *replays*: the point
+(clipped exactly into the box) is evaluated in float64 and in exact rationals
+(:func:`leo_verify.semantics.evaluate_exact`), and the exact outputs must differ by
+more than ``epsilon`` (``"exact"``: differ at all; ``"top1"``: exact argmaxes
+differ).  A candidate that does not replay -- from the fuzzer, the MILP, z3 or a
+hook -- is discarded (listed in ``CheckResult.discarded``) and the check goes on.
+
+``time_limit`` is an overall deadline: the fuzzer gets at most a quarter of
+it, hooks get the deadline, MILP queries a fair share each of what is left
+(a second pass re-runs open queries if time remains), z3 all that is left
+(60 % when the MILP still follows).  Running out gives ``"unknown"`` with the
+reason.
+
+Layout of the package, by stage: :mod:`.result` (:class:`CheckResult`, :func:`replay`),
+:mod:`.joint` (sharing and the joint graph), :mod:`.context` (the running check),
+:mod:`.fuzz_stage` (the fuzzer and the hook provers), :mod:`.milp_stage` (sound bounds and the
+joint MILP), :mod:`.z3_stage` (z3), and this module (heads and the driver
+:func:`check_equivalence`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+
+from ...domain import Box
+from ...errors import UsageError
+from ...graph import Graph
+from ..fuzz import check_sizes
+from .context import _Ctx, _Decided, _stage
+from .fuzz_stage import _fuzz_stage, _hook_stage, _prover_name
+from .joint import Canon, joint_graph, widen_for_exact_weights
+from .milp_stage import _bounds_stage, _milp_diff_stage, _milp_top1_stage
+from .result import CheckResult, METHODS, MODES, replay, VERDICTS
+from .z3_stage import _z3_stage
+
+
+__all__ = ["check_equivalence", "CheckResult", "STRUCTURAL_PROVERS", "MODES", "replay",
+           "joint_graph", "VERDICTS", "METHODS", "Canon", "widen_for_exact_weights"]
+
+
+#: Exact structural provers tried after the fuzzer, in order.  Each is a callable
+#: ``prover(f, g, box, mode, epsilon, deadline) -> CheckResult | None`` where
+#: ``deadline`` is a :func:`time.monotonic` timestamp it must respect.  It returns
+#: ``None`` (or a result with verdict ``"unknown"``) when it cannot decide, a
+#: result with verdict ``"equivalent"`` (set ``method`` and ``proof``) when it
+#: proves equivalence, or one with verdict ``"counterexample"`` whose
+#: ``counterexample`` dict has ``"point_exact"`` (``"p/q"`` strings) or
+#: ``"point"`` (floats): the point is replayed and discarded if it does not replay.
+STRUCTURAL_PROVERS: list = []
+
+#: z3 is tried when the networks have at most this many distinct unstable
+#: neurons (after sharing identical sub-computations).
+Z3_MAX_NEURONS = 60
+
+
+# -- the entry point ---------------------------------------------------------------------------------
+
+#: a float64 head output is within this much (times 1 + |value|) of the real one
+#: (numpy's exp/log/tanh are accurate to a few ulps; this is ~10^7 ulps)
+HEAD_FLOAT_MARGIN = 1e-9
+
+
+_KEEP = object()
+
+
+def _head_result(r: CheckResult, *, mode: str, epsilon: float, verdict: str | None = None,
+                 reason: str = "", best_bound=_KEEP) -> CheckResult:
+    """``r`` (a check of the logits) restated as the answer about the head outputs.
+    ``best_bound``: a proven bound on the head outputs' difference (default: None unless
+    ``r`` is a top-1 check, whose bound field is not printed)."""
+    r.mode, r.epsilon = mode, float(epsilon)
+    if best_bound is _KEEP:
+        best_bound = r.best_bound if mode == "top1" else None
+    if verdict is not None and verdict != r.verdict:
+        r.verdict = verdict
+        if verdict == "unknown":
+            r.method = r.proof = None
+            r.counterexample = None
+    r.best_bound = best_bound
+    r.reason = reason + ("; " if reason and r.reason else "") + r.reason
+    return r
+
+
+def _check_with_heads(f: Graph, g: Graph, box: Box, mode: str, epsilon: float, run) -> CheckResult:
+    """The question about the *head outputs*, answered from checks of the logits.
+
+    ``run(mode, epsilon)`` checks the logits.  What transfers (the proofs are in
+    :mod:`leo_verify.heads`):
+
+    * ``top1``: softmax, log-softmax, sigmoid, tanh (order-preserving) and argmax
+      with first-index ties have the argmax of the logits, ties included:
+      the logits' top-1 check is the answer.
+    * different heads (``head_key``): not decided (equal logits do not give
+      equal outputs): ``unknown`` with the reason.
+    * ``exact``: equal logits give equal outputs; a logit counterexample is one
+      for sigmoid / tanh (injective), for softmax / log-softmax when the logit
+      difference is not the same at every output (they are invariant to a
+      common shift, and only to it), for argmax as a top-1 check.
+    * ``epsilon`` with a head of Lipschitz constant ``L``: the logits are checked
+      with ``epsilon / L``; proven -> the head outputs are within ``epsilon``; a
+      logit counterexample counts only when the head outputs, computed in
+      float64 from the exact logits, differ by more than ``epsilon`` plus a
+      float margin.  argmax: the indices are equal where the top-1 check proves it.
+    """
+    from ...heads import HEADS, apply_head
+    fo, go = f.op(f.output_name), g.op(g.output_name)
+    t0 = time.monotonic()
+
+    def undecided(reason: str) -> CheckResult:
+        return CheckResult("unknown", mode=mode, epsilon=epsilon, reason=reason,
+                           time=time.monotonic() - t0)
+
+    def transparent(o) -> bool:
+        return o.head_key() != ("argmax", "last")
+
+    heads = f"heads: A {fo.head_text()}, B {go.head_text()}"
+    if mode == "top1":
+        if not (transparent(fo) and transparent(go)):
+            return undecided(f"{heads}: an ArgMax with select_last_index=1 resolves ties to the "
+                             "last index; --top1 compares first-index argmaxes of the logits")
+        r = run("top1", epsilon)
+        return _head_result(r, mode=mode, epsilon=epsilon, reason=(
+            f"{heads}: each preserves the argmax of the logits (ties included), so the logits "
+            "were compared"))
+    if fo.head_key() != go.head_key():
+        return undecided(f"the networks end with different output heads (A {fo.head_text()}, B "
+                         f"{go.head_text()}): equal logits do not give equal outputs, and "
+                         "outputs of different heads are not compared; not proven equivalent")
+    head = fo.head
+    attrs = dict(fo.head_attrs)
+    if head == "argmax":
+        if not transparent(fo):
+            if mode == "exact":
+                r = run("exact", epsilon)
+                if r.verdict == "equivalent":
+                    return _head_result(r, mode=mode, epsilon=epsilon,
+                                        reason="argmax heads: the logits are equal")
+                return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", reason=(
+                    "argmax heads with select_last_index=1: the logits are not proven equal, and "
+                    "--top1 compares first-index argmaxes"))
+            return undecided("argmax heads with select_last_index=1: --top1 compares first-index "
+                             "argmaxes of the logits; not decided")
+        r = run("top1", epsilon)
+        note = "argmax heads (first index on ties): compared the argmax of the logits"
+        if r.verdict == "counterexample" and mode == "epsilon":
+            cex = r.counterexample
+            if abs(cex["argmax_f"] - cex["argmax_g"]) <= epsilon:
+                return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", reason=(
+                    note + f"; the argmaxes differ ({cex['argmax_f']} vs {cex['argmax_g']}) but by "
+                    f"no more than epsilon"))
+        return _head_result(r, mode=mode, epsilon=epsilon, reason=note)
+    if mode == "exact":
+        r = run("exact", epsilon)
+        note = f"{head} heads: equal logits give equal outputs"
+        if r.verdict == "counterexample" and head in ("softmax", "logsoftmax"):
+            cex = r.counterexample
+            diffs = {Fraction(a) - Fraction(b) for a, b in zip(cex["f_exact"], cex["g_exact"])}
+            if len(diffs) <= 1:
+                return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", reason=(
+                    note + f"; the logits differ at x by the same constant at every output, where "
+                    f"the {head} outputs are equal: not decided"))
+            note += f"; {head} outputs are equal only where the logits differ by a common constant"
+        elif r.verdict == "counterexample":
+            note += f"; {head} is injective, so the outputs differ where the logits do"
+        return _head_result(r, mode=mode, epsilon=epsilon, reason=note)
+    L = HEADS[head].lipschitz
+    inner = float(Fraction(epsilon) / L)
+    if Fraction(inner) > Fraction(epsilon) / L:  # round down: a proof must be of <= epsilon / L
+        inner = float(np.nextafter(inner, 0.0))
+    r = run("epsilon", inner)
+    note = (f"{head} heads (Lipschitz {L} in the infinity norm, leo_verify/heads.py): checked "
+            f"|logits A - logits B| <= epsilon / {L} = {inner:.6g}")
+    bound = None if r.best_bound is None else float(r.best_bound) * float(L)
+    if r.verdict == "counterexample":
+        cex = r.counterexample
+        ef = np.array([float(Fraction(v)) for v in cex["f_exact"]])[None, :]
+        eg = np.array([float(Fraction(v)) for v in cex["g_exact"]])[None, :]
+        hf, hg = apply_head(head, attrs, ef)[0], apply_head(head, attrs, eg)[0]
+        d = np.abs(hf - hg)
+        k = int(np.argmax(d))
+        margin = HEAD_FLOAT_MARGIN * (1 + max(abs(hf[k]), abs(hg[k])))
+        cex.update(head=head, head_f=hf.tolist(), head_g=hg.tolist(), head_difference=float(d[k]),
+                   head_output=k)
+        if d[k] - margin > epsilon:
+            return _head_result(r, mode=mode, epsilon=epsilon, best_bound=bound, reason=(
+                note + f"; at the counterexample the {head} outputs differ by {d[k]:.6g} > epsilon "
+                f"(output {k}, float64 from the exact logits, margin {margin:.1e})"))
+        return _head_result(r, mode=mode, epsilon=epsilon, verdict="unknown", best_bound=bound,
+                            reason=note + f"; the logits differ by more than epsilon / {L} at a "
+                            f"point where the {head} outputs differ by only {d[k]:.6g}: not decided")
+    return _head_result(r, mode=mode, epsilon=epsilon, best_bound=bound, reason=(
+        note + (f", so |{head} A - {head} B| <= {L} * that = epsilon" if r.verdict == "equivalent"
+                else "")))
+
+
+def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
+                      epsilon: float = 1e-6, time_limit: float = 60.0, solver: str = "scip",
+                      seed: int = 0, provers: Sequence | None = None,
+                      methods: Sequence[str] | None = None, fuzz_options: dict | None = None,
+                      z3_max_neurons: int = Z3_MAX_NEURONS, share: bool = True) -> CheckResult:
+    """Decide whether ``f`` and ``g`` agree on ``box`` (see the module docstring).
+
+    Networks with output heads (:mod:`leo_verify.heads`) are compared on their
+    head outputs, through checks of their logits: see :func:`_check_with_heads`.
+
+    Parameters
+    ----------
+    f, g : networks with equal input and output sizes (else :class:`DataError`).
+    box : the input box (:class:`DomainError` if its size is not the input size).
+    mode : ``"epsilon"``, ``"exact"`` or ``"top1"``.
+    epsilon : tolerance of mode ``"epsilon"`` (``>= 0``).
+    time_limit : overall seconds; what is left goes to each stage in turn.
+    solver : MILP backend, ``"scip"`` or ``"highs"``.
+    seed : seeds the falsification campaign.
+    provers : hook provers tried after the fuzzer (default :data:`STRUCTURAL_PROVERS`).
+    methods : the stages to run, a subset of :data:`METHODS` (default: all);
+        their order is fixed by the mode.  ``"structural"`` stands for the hook
+        provers.  Leaving ``"fuzz"`` out lets the other provers find the
+        counterexamples.
+    fuzz_options : keyword arguments for :func:`.fuzz.falsify`.
+    z3_max_neurons : z3 runs when there are at most this many distinct
+        unstable neurons (or when ``f`` and ``g`` share all their terms).
+    share : compute values ``f`` and ``g`` share once (see :class:`Canon`);
+        ``False`` encodes two independent copies (for measurements).
+
+    Returns
+    -------
+    CheckResult
+    """
+    from ...analysis.backends import BACKENDS
+    if mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if solver not in BACKENDS:
+        raise UsageError(f"solver must be one of {', '.join(BACKENDS)}, got {solver!r}")
+    epsilon = float(epsilon)
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise UsageError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    time_limit = float(time_limit)
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise UsageError(f"time limit must be > 0 seconds, got {time_limit!r}")
+    check_sizes(f, g)
+    box.check_size(f.input_size)
+    methods = METHODS if methods is None else tuple(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise UsageError(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    if f.op(f.output_name).head != "none" or g.op(g.output_name).head != "none":
+        def run(m: str, eps: float) -> CheckResult:
+            return _check_logits(f, g, box, m, eps, time_limit, solver, seed, provers, methods,
+                                 fuzz_options, z3_max_neurons, share)
+        return _check_with_heads(f, g, box, mode, epsilon, run)
+    return _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
+                         fuzz_options, z3_max_neurons, share)
+
+
+def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
+                  fuzz_options, z3_max_neurons, share) -> CheckResult:
+    """:func:`check_equivalence` on the logits (the networks' outputs before any head)."""
+    ctx = _Ctx(f, g, box, mode, epsilon, time_limit, solver, seed)
+    ctx.share = bool(share)
+    # (stage name, method it belongs to, function)
+    plan: list = [("fuzz", "fuzz", _fuzz_stage(dict(fuzz_options or {})))]
+    hooks = STRUCTURAL_PROVERS if provers is None else list(provers)
+    for p in hooks:
+        plan.append((_prover_name(p), "structural", _hook_stage(p)))
+    if mode == "epsilon":
+        plan += [("bounds", "bounds", _bounds_stage),
+                 ("milp", "milp", _milp_diff_stage),
+                 ("z3", "z3", lambda c, e: _z3_stage(c, e, z3_max_neurons, 1.0))]
+    else:
+        # z3 (the exact prover) first, leaving a share of the time to the
+        # MILP, which can still find counterexamples
+        plan += [("z3", "z3", lambda c, e: _z3_stage(c, e, z3_max_neurons, 0.6)),
+                 ("milp", "milp", _milp_diff_stage if mode == "exact" else _milp_top1_stage)]
+    plan = [(name, fn) for name, method, fn in plan if method in methods]
+    try:
+        for name, fn in plan:
+            if ctx.left() <= 0:
+                ctx.stages.append({"stage": name, "outcome": "skipped: out of time", "time": 0.0})
+                continue
+            _stage(ctx, name, fn)
+    except _Decided as d:
+        return d.result
+    reasons = "; ".join(f"{s['stage']}: {s['outcome']}" for s in ctx.stages)
+    timed_out = ctx.left() <= 0
+    return ctx.result("unknown", reason=("time limit reached; " if timed_out else "") + reasons)
