@@ -24,7 +24,18 @@ def check_union(f, g, domain: Domain, *, time_limit: float = 60.0, progress=None
     """:func:`~.equivalence.check_equivalence` on every box of ``domain``, combined.
 
     ``progress``: an object with ``update(n, **info)`` (:func:`leo_verify.progress.phase`), told of
-    each box done with its verdict and proven bound."""
+    each finished stage (its outcome, e.g. the current bound) and of each box done."""
+    if progress is None:
+        return _check_union(f, g, domain, time_limit=time_limit, progress=None, **options)
+    from .equivalence.context import STAGE_LISTENER
+    token = STAGE_LISTENER.set(lambda e: progress.update(0, stage=e["stage"], outcome=str(e["outcome"])[:60]))
+    try:
+        return _check_union(f, g, domain, time_limit=time_limit, progress=progress, **options)
+    finally:
+        STAGE_LISTENER.reset(token)
+
+
+def _check_union(f, g, domain: Domain, *, time_limit: float, progress, **options) -> CheckResult:
     if len(domain.boxes) == 1:
         r = check_equivalence(f, g, domain.boxes[0], time_limit=time_limit, **options)
         if progress is not None:

@@ -4,6 +4,7 @@ replay of every candidate; :func:`_stage` runs one stage.
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from fractions import Fraction
 from typing import Callable
 
@@ -88,6 +89,11 @@ def _describe(cex: dict, mode: str, epsilon: float) -> str:
     return f"|f_{i} - g_{i}| = {cex['difference']:.6g} > epsilon = {epsilon:g}"
 
 
+#: called with each finished stage's log entry (``stage``, ``outcome``, ``time``, ...): the
+#: progress display of ``leo-verify check`` sets it for the duration of a check
+STAGE_LISTENER: ContextVar = ContextVar("leo_verify_check_stage_listener", default=None)
+
+
 def _stage(ctx: _Ctx, name: str, fn: Callable) -> None:
     """Run one stage, log its outcome; a decision propagates as :class:`_Decided`."""
     t0 = time.monotonic()
@@ -101,5 +107,13 @@ def _stage(ctx: _Ctx, name: str, fn: Callable) -> None:
         entry["outcome"] = d.result.verdict
         entry["time"] = time.monotonic() - t0
         d.result.time = time.monotonic() - ctx.start
+        _tell(entry)
         raise
     entry["time"] = time.monotonic() - t0
+    _tell(entry)
+
+
+def _tell(entry: dict) -> None:
+    listener = STAGE_LISTENER.get()
+    if listener is not None:
+        listener(entry)
