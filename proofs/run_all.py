@@ -26,6 +26,7 @@ RULES = {
     "fold_active": "unsat",
     "fold_mixed": "unsat",
     "merge_rank": "unsat",
+    "merge_proportional": "unsat",
     "collapse_dead": "unsat",
     "wrong_drop_active": "sat",
 }

@@ -34,6 +34,7 @@ EXPECTED = {
     "fold_active": "unsat",
     "fold_mixed": "unsat",
     "merge_rank": "unsat",
+    "merge_proportional": "unsat",
     "collapse_dead": "unsat",
     "wrong_drop_active": "sat",
 }

@@ -118,31 +118,68 @@ def _run(graph: Graph, st: _Forms, relu_rule) -> dict:
     return vals
 
 
+def _ray(m: Q, i: int) -> tuple | None:
+    """Row ``i`` scaled by a positive factor to a canonical representative (first non-zero
+    entry +-1) and that factor: rows that are positive multiples of each other share the
+    key.  ``None`` for a zero row."""
+    row = [Fraction(int(n), m.den) for n in m.num[i]]
+    lead = next((v for v in row if v != 0), None)
+    if lead is None:
+        return None
+    s = abs(lead)
+    return tuple(v / s for v in row), s
+
+
 def forms(graph: Graph, phase: Mapping[str, str]) -> tuple[_Forms, dict, dict]:
     """Affine forms of ``graph`` (the original) given proven phases.
 
     Returns ``(state, node -> form, unit key -> (neuron id, post-activation row))``.
+
+    A unit whose pre-activation form is a *positive* multiple ``c z`` of an
+    earlier unstable unit's form ``z`` shares that unit's variable:
+    ``relu(c z) = c relu(z)`` for every ``c > 0`` (exact; ``proofs/merge_proportional.py``),
+    so its output is ``c Y``.  A negative multiple is a different function and
+    gets its own variable.
     """
     relaxed = [n for n in graph.neurons() if phase.get(n) not in ("active", "inactive")]
     st = _Forms(graph.input_size, relaxed)
     table: dict = {}
+    rays: dict = {}  # canonical direction -> (column of the first unit, its scale)
 
     def relu(st, op, name, pre: Q) -> Q:
-        out = np.zeros((op.size, st.width), dtype=object)
+        rows = []
         for i, nid in enumerate(op.neurons):
             p = phase.get(nid)
             if p == "active":
-                out[i] = pre.num[i]
                 post = (pre.num[i], pre.den)
             elif p == "inactive":
-                post = (out[i], pre.den)
+                post = (np.zeros(st.width, dtype=object), 1)
             else:
-                out[i] = st.unit(st.col[nid]) * pre.den
-                post = (out[i], pre.den)
+                ray = _ray(pre, i)
+                hit = rays.get(ray[0]) if ray is not None else None
+                if hit is None:
+                    if ray is not None:
+                        rays[ray[0]] = (st.col[nid], ray[1])
+                    post = (st.unit(st.col[nid]), 1)
+                else:  # Y_nid = (s / s0) Y_first
+                    c = ray[1] / hit[1]
+                    post = (st.unit(hit[0]) * c.numerator, c.denominator)
+            rows.append(post)
             table.setdefault(_row_key(pre, i), (nid, post))
-        return Q(out, pre.den)
+        return _stack(rows, st.width)
 
     return st, _run(graph, st, relu), table
+
+
+def _stack(rows: list, width: int) -> Q:
+    """One :class:`Q` from rows given as (integer numerators, denominator)."""
+    den = 1
+    for _, d in rows:
+        den = den * d // math.gcd(den, d)
+    out = np.zeros((len(rows), width), dtype=object)
+    for i, (num, d) in enumerate(rows):
+        out[i] = num * (den // d)
+    return Q(out, den)
 
 
 @dataclass
@@ -178,8 +215,6 @@ def check_identity(original: Graph, compressed: Graph, phase: Mapping[str, str])
 
     def relu(st_, op, name, pre: Q) -> Q:
         nonlocal all_ok
-        out = np.zeros((op.size, st_.width), dtype=object)
-        den = 1
         rows = []
         matched, missing = 0, []
         for i, nid in enumerate(op.neurons):
@@ -190,16 +225,12 @@ def check_identity(original: Graph, compressed: Graph, phase: Mapping[str, str])
                 continue
             matched += 1
             rows.append(hit[1])
-        for num, d in rows:
-            den = den * d // math.gcd(den, d)
-        for i, (num, d) in enumerate(rows):
-            out[i] = num * (den // d)
         ok = not missing
         all_ok = all_ok and ok
         res.layers[name] = {"status": "proven" if ok else "open", "units": op.size, "matched": matched,
                             "detail": "" if ok else f"no unit of the original has the pre-activation "
                                                     f"of {missing[0]!r} ({len(missing)} such units)"}
-        return Q(out, den)
+        return _stack(rows, st_.width)
 
     gvals = _run(compressed, st, relu)
     fo, go = fvals[original.output_name], gvals[compressed.output_name]

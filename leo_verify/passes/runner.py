@@ -1,7 +1,8 @@
 """Run the rewrite passes to a fixpoint.
 
 Order within a round: collapse (all-inactive layers), fold (all-stable
-layers), drop (inactive units), merge (dependent active units), cleanup.
+layers), drop (inactive units), merge (dependent active units), proportional
+(positively scaled units, units nothing reads), cleanup.
 Each pass gets the stability facts restricted to neurons still in the graph
 (facts of removed neurons are consumed), and the graph is linted after each
 pass so a broken invariant names the pass that broke it.
@@ -22,6 +23,7 @@ from .collapse import collapse_dead
 from .drop import drop_inactive
 from .fold import fold_stable
 from .merge import merge_active
+from .proportional import merge_proportional
 
 __all__ = ["compress_graph", "PASSES"]
 
@@ -31,6 +33,7 @@ PASSES = (
     ("fold", fold_stable),
     ("drop", drop_inactive),
     ("merge", merge_active),
+    ("proportional", merge_proportional),
     ("cleanup", cleanup),
 )
 
