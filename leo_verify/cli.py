@@ -94,6 +94,7 @@ from . import cli_info  # noqa: E402,F401
 from . import cli_analyze, cli_compress  # noqa: E402,F401
 from . import cli_check  # noqa: E402,F401
 from . import cli_report  # noqa: E402,F401
+from . import cli_train  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
