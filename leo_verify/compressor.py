@@ -86,9 +86,8 @@ class Result:
             [f.witness_neg for f in self.facts.neurons.values() if f.witness_neg]
         options.setdefault("witnesses", witnesses[:2000] or None)
         if self.claims_result is not None:
-            claims = {n: c for n, c in self.claims_result[0].proven.items()
-                      if all(r.proofs.get(n) is not None and r.proofs[n].status == "proven"
-                             for r in self.claims_result)}
+            from .certify.claims import proven_on_every_box
+            claims = proven_on_every_box(self.claims_result, self.claims_result[0].proven)
         else:
             claims = self.facts.stable_map()
         cert = certify(self.original, self.graph, box, claims, emitted=emitted, dtype=dtype, **options)
@@ -177,6 +176,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
     claims_result = None
     stable = facts.stable_map()
     if certify if proven_claims_only is None else proven_claims_only:
+        from .certify.claims import proven_on_every_box
         from .certify.pieces import prove_claims_with_pieces
         copts = dict(certify_options or {})
         claims_result = []
@@ -192,7 +192,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
                 res.time = time.monotonic() - t
                 claims_result.append(res)
                 bar.info = f"{sum(1 for r in claims_result for p in r.proofs.values() if p.status == 'proven')} proven"
-        stable = {n: c for n, c in stable.items() if all(r.proofs[n].status == "proven" for r in claims_result)}
+        stable = proven_on_every_box(claims_result, stable)
     t15 = time.monotonic()
     new, log = compress_graph(graph, stable, exact=exact)
     t2 = time.monotonic()

@@ -59,7 +59,6 @@ The float functions here are for evaluation (``leo-verify eval``,
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Mapping
@@ -67,6 +66,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .graph import HEAD_NAMES
+from .kernel.binding import float_up
+from .kernel.exact import fraction_str
 
 __all__ = ["HEADS", "Head", "apply_head", "lipschitz", "order_preserving", "head_report",
            "head_of"]
@@ -164,17 +165,6 @@ def order_preserving(name: str) -> bool:
     return HEADS[name].order_preserving
 
 
-def _text(q: Fraction) -> str:
-    return str(q.numerator) if q.denominator == 1 else f"{q.numerator}/{q.denominator}"
-
-
-def _float_up(q: Fraction) -> float:
-    f = float(q)
-    if math.isfinite(f) and Fraction(f) < q:
-        f = float(np.nextafter(f, np.inf))
-    return f
-
-
 def head_report(graph, epsilon: Mapping[str, str]) -> dict:
     """What the certified logit bounds say about the head outputs.
 
@@ -200,7 +190,7 @@ def head_report(graph, epsilon: Mapping[str, str]) -> dict:
     name, attrs = head_of(graph)
     head = HEADS[name]
     out = {"head": name, "attrs": attrs,
-           "lipschitz": None if head.lipschitz is None else _text(head.lipschitz),
+           "lipschitz": None if head.lipschitz is None else fraction_str(head.lipschitz),
            "proof": f"leo_verify/heads.py: {head.describe} (mean value theorem, infinity norm)"
            if head.lipschitz is not None else
            "leo_verify/heads.py: b_k >= a_k - eps > a_j + eps >= b_j for the top index k of a",
@@ -209,19 +199,19 @@ def head_report(graph, epsilon: Mapping[str, str]) -> dict:
         eps = Fraction(str(text))
         if eps < 0:
             raise ValueError(f"{file}: eps {text!r} is negative")
-        entry = {"logits_eps": _text(eps)}
+        entry = {"logits_eps": fraction_str(eps)}
         if head.lipschitz is None:
             entry.update(bound=None, bound_float=None, statement=(
                 "equal argmax everywhere on the domain (equal logits; ties resolved as the "
                 "original's head resolves them)" if eps == 0 else
                 f"equal argmax wherever the original's top-two logit gap exceeds 2*eps = "
-                f"{_float_up(2 * eps):.3e}"))
+                f"{float_up(2 * eps):.3e}"))
         else:
             bound = head.lipschitz * eps
             what = "outputs" if name == "none" else f"{name} outputs"
-            entry.update(bound=_text(bound), bound_float=_float_up(bound), statement=(
-                f"|{what} of {file} - original| <= {_text(head.lipschitz)} * eps = "
-                f"{_float_up(bound):.3e}" if eps else f"{what} equal to the original's everywhere "
+            entry.update(bound=fraction_str(bound), bound_float=float_up(bound), statement=(
+                f"|{what} of {file} - original| <= {fraction_str(head.lipschitz)} * eps = "
+                f"{float_up(bound):.3e}" if eps else f"{what} equal to the original's everywhere "
                                                           f"on the domain"))
         out["files"][file] = entry
     return out

@@ -34,7 +34,9 @@ from ..graph import Graph
 from ..semantics import evaluate_exact, to_fractions
 from ..kernel.deviation import check_rounding, deviation_bound
 from ..kernel.exact import fraction_str
+from ..kernel.binding import float_up as _float_up
 from ..kernel.identity import check_identity
+from .claims import proven_on_every_box
 # one spelling of the schema id and the verdict words: the checker kernel's
 from ..kernel.recheck import CERT_SCHEMA, CERTIFIED, NOT_CERTIFIED
 
@@ -93,12 +95,6 @@ class Certificate:
                 "open": [{"id": o.id, "status": o.status, "detail": o.detail} for o in self.open],
                 "epsilon": {k: {"exact": v, "float": _float_up(Fraction(v))} for k, v in self.epsilon.items()},
                 "fuzz": self.fuzz, "timings": {k: round(v, 3) for k, v in self.timings.items()}}
-
-
-def _float_up(v: Fraction) -> float:
-    """The smallest float >= v (a bound stays a bound when printed)."""
-    f = float(v)
-    return f if Fraction(f) >= v else float(np.nextafter(f, np.inf))
 
 
 def _statement(nid: str, claim: str) -> str:
@@ -173,7 +169,7 @@ def certify(original: Graph, compressed: Graph, box, claims: Mapping[str, str], 
                              "pieces": getattr(r, "pieces", None), "trees": getattr(r, "trees", {}),
                              "lemma_bounds": r.lemma_bounds}  # lemma_bounds: for the SMT-LIB files (not JSON)
                             for b, r in zip(boxes, results)]
-    proven = {n: c for n, c in claims.items() if all(r.proofs[n].status == "proven" for r in results)}
+    proven = proven_on_every_box(results, claims)
 
     t1 = time.monotonic()
     ident = check_identity(original, compressed, proven)

@@ -36,7 +36,7 @@ from .bab import ReluBranchAndBound
 from ..kernel.claims import holds as _holds, split_children as _children
 from .lp import build_lp, lp_bound
 
-__all__ = ["ClaimProof", "ClaimsResult", "prove_claims", "INPUT_SPLIT_MAX"]
+__all__ = ["ClaimProof", "ClaimsResult", "prove_claims", "proven_on_every_box", "INPUT_SPLIT_MAX"]
 
 #: split the input box (rather than ReLU phases) when there are at most this many inputs
 INPUT_SPLIT_MAX = 16
@@ -77,6 +77,15 @@ class ClaimsResult:
     @property
     def proven(self) -> dict:
         return {n: p.claim for n, p in self.proofs.items() if p.status == "proven"}
+
+
+def proven_on_every_box(results: list, claims: Mapping[str, str]) -> dict:
+    """The ``claims`` (neuron -> direction) proven, in that direction, by every one of
+    ``results`` (one :class:`ClaimsResult` per box of a union): a unit is stable on a
+    union only if it is stable the same way on each box."""
+    return {n: c for n, c in claims.items()
+            if all(r.proofs.get(n) is not None and r.proofs[n].status == "proven" and r.proofs[n].claim == c
+                   for r in results)}
 
 
 def _layers(graph: Graph):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from fractions import Fraction
 
 import numpy as np
@@ -93,7 +94,7 @@ def _obligations(doc: dict, claims: list, out_dir: str) -> dict:
     res: dict = {}
     obs = doc["obligations"]
     ids = [o["id"] for o in obs]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, k in Counter(ids).items() if k > 1)  # (ids.count per id is quadratic)
     res["obligations:unique"] = (not dup, f"duplicate obligation {dup[0]!r}" if dup else "")
     bad = [o["id"] for o in obs if o["id"].split(":", 1)[0] != o["kind"]]
     res["obligations:kinds"] = (not bad, f"obligation {bad[0]!r} has another kind" if bad else "")
