@@ -108,6 +108,24 @@ def next_step(result) -> str:
     return "try " + "; ".join(tips)
 
 
+def _certificate(result, ha: str, hb: str) -> dict | None:
+    """The kernel-checkable certificate of an EQUIVALENT verdict, or None.
+
+    Written only when the proof is about the very question asked (a proof about
+    the logits at ``epsilon / L`` for a network with a head is not).
+    """
+    from fractions import Fraction
+
+    from .kernel.exact import fraction_str
+    c = result.certificate
+    if result.verdict != "equivalent" or c is None or c["mode"] != result.mode:
+        return None
+    if result.mode == "epsilon" and c["epsilon"] != fraction_str(Fraction(result.epsilon)):
+        return None
+    return {"format": "leo_verify.check-certificate/1", "a": {"sha256": ha}, "b": {"sha256": hb},
+            "mode": c["mode"], "epsilon": c["epsilon"], "regions": c["regions"]}
+
+
 def _run(args) -> int:
     from .certify.fuzz import check_sizes
     from .certify.union_check import check_union
@@ -129,11 +147,13 @@ def _run(args) -> int:
         result = check_union(f, g, box, progress=bar, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
                              solver=args.solver, seed=args.seed)
     if args.output is not None:
+        ha, hb = sha256_file(args.model_a), sha256_file(args.model_b)
         doc = {"schema": "leo_verify.check/1",
-               "inputs": {"a": {"file": args.model_a, "sha256": sha256_file(args.model_a)},
-                          "b": {"file": args.model_b, "sha256": sha256_file(args.model_b)},
+               "inputs": {"a": {"file": args.model_a, "sha256": ha},
+                          "b": {"file": args.model_b, "sha256": hb},
                           "domain": box.to_json()},
                **result.to_json()}
+        doc["certificate"] = _certificate(result, ha, hb)
         write_output(args.output, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
     print(summary(result))
     if args.output is not None:

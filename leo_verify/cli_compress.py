@@ -170,8 +170,11 @@ register(Command("compress", "analyse and rewrite a network losslessly; write it
 
 
 def _recheck_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", metavar="OUT/", help="a folder written by `compress`")
-    p.add_argument("--model", default=None, help="the original network (default: the path in the report)")
+    p.add_argument("folder", metavar="OUT/ | RESULT.json",
+                   help="a folder written by `compress`, or a RESULT.json written by `check -o`")
+    p.add_argument("--model", default=None, help="the original network (default: the path in the report); "
+                                                 "for a RESULT.json: network A")
+    p.add_argument("--model-b", default=None, help="for a RESULT.json: network B (default: the path it names)")
     p.add_argument("--domain", default=None, metavar="D", action="append",
                    help="the input domain you care about (box:LO,HI, JSON or VNNLIB; repeat for a union of "
                         "boxes); the certificate must be for exactly these boxes (default: the domain it "
@@ -206,9 +209,13 @@ def _certificate_inputs(out: str) -> int | None:
 
 
 def _recheck_run(args) -> int:
-    from .errors import DataError, InputFileError, LeoError
+    from .errors import DataError, InputFileError, LeoError, UsageError
     from .kernel.recheck import recheck
     out = args.folder
+    if os.path.isfile(out):
+        return _recheck_result(args)
+    if args.model_b is not None:
+        raise UsageError("--model-b is for rechecking a `check -o` RESULT.json, not a compress folder")
     if not os.path.isdir(out):
         raise InputFileError(f"output folder {out!r} does not exist" if not os.path.exists(out)
                              else f"{out!r} is not a folder")
@@ -257,6 +264,29 @@ def _recheck_run(args) -> int:
     return 0 if summary["verdict"] == "certified" else 2
 
 
-register(Command("recheck", "re-run every proof obligation of a compression's output folder",
+def _recheck_result(args) -> int:
+    """``recheck RESULT.json``: the kernel re-proves a `check` certificate (exit 0 equivalent, 2 not)."""
+    from .kernel.recheck_check import recheck_check
+    if args.smt:
+        from .errors import UsageError
+        raise UsageError("--smt is for compress folders; a check certificate has no SMT-LIB files")
+    pinned = None
+    if args.domain is not None:
+        from .domain import parse_union
+        pinned = parse_union(args.domain).exact_boxes()
+    log = (lambda *a: None) if args.json else print
+    summary = recheck_check(args.folder, model_a=args.model, model_b=args.model_b, domain=pinned, log=log)
+    if args.json:
+        print(json.dumps(summary, indent=1, sort_keys=True))
+    else:
+        verdict = "EQUIVALENT" if summary["verdict"] == "equivalent" else "NOT CERTIFIED"
+        print(f"recheck: {verdict}: {summary['checked']} regions, {summary['leaves']} leaves re-proved, "
+              f"{len(summary['failed'])} failed ({summary['time']} s); the result said: {summary['result_verdict']}")
+        for k, why in list(summary["failed"].items())[:20]:
+            print(f"  FAILED {k}: {why}")
+    return 0 if summary["verdict"] == "equivalent" else 2
+
+
+register(Command("recheck", "re-run every proof obligation of a compression's output folder or a check result",
                  _recheck_args, _recheck_run,
                  example="leo-verify recheck out/demo --model examples/nets/tiny_mlp.onnx --domain examples/nets/tiny_mlp_domain.json"))

@@ -131,12 +131,17 @@ def test_net_vs_itself():
     f = random_net([3, 6, 6, 2], 0)
     box = unit_box(3)
     # shared computations: the bounds of f - f are 0 up to rounding
+    # the differential bounds prove it exactly, with a certificate the kernel re-checks
     r = check_equivalence(f, f.copy(), box, fuzz_options=FAST_FUZZ, provers=[])
-    assert (r.verdict, r.method, r.proof) == ("equivalent", "bounds", "sound-float")
+    assert (r.verdict, r.method, r.proof) == ("equivalent", "diff", "exact")
+    assert r.certificate is not None and r.certificate["regions"][0]["method"] == "diff-tree"
+    # the sound float bounds of f - f are 0 up to rounding: a hint, never a verdict
+    r = check_equivalence(f, f.copy(), box, fuzz_options=FAST_FUZZ, provers=[], methods=("fuzz", "bounds"))
+    assert r.verdict == "unknown" and "not an exact proof" in r.reason
     assert r.best_bound is not None and r.best_bound <= 1e-6
-    # two independent copies: the joint MILP proves it (float)
+    # two independent copies: the joint MILP's float answer is not a verdict either
     r = check_equivalence(f, f.copy(), box, methods=("milp",), share=False, time_limit=60)
-    assert (r.verdict, r.method, r.proof) == ("equivalent", "milp", "milp-float"), r.reason
+    assert r.verdict == "unknown" and "float proof only (milp-float" in r.stages[0]["outcome"], r.reason
     # exactly, by z3
     r = check_equivalence(f, f.copy(), box, mode="exact", methods=("z3",), share=False)
     assert (r.verdict, r.method, r.proof) == ("equivalent", "z3", "exact"), r.reason
@@ -151,7 +156,7 @@ def test_milp_on_independent_copies(solver, epsilon):
     box = unit_box(3)
     r = check_equivalence(f, f.copy(), box, methods=("milp",), share=False, solver=solver,
                           epsilon=epsilon)
-    assert (r.verdict, r.method, r.proof) == ("equivalent", "milp", "milp-float"), r.reason
+    assert r.verdict == "unknown" and "float proof only (milp-float" in r.stages[0]["outcome"], r.reason
     r = check_equivalence(f, mutated(f, box, 0.05), box, methods=("milp",), solver=solver,
                           epsilon=epsilon)
     assert r.method == "milp"
@@ -166,7 +171,10 @@ def test_top1_milp_proves_separated_classes():
     f.replace("fc1", Affine(op.weight, op.bias + np.array([100.0, 0.0, 0.0])))
     g = scaled_copy(f, k=2)
     r = check_equivalence(f, g, unit_box(3), mode="top1", methods=("milp",))
-    assert (r.verdict, r.method, r.proof) == ("equivalent", "milp", "milp-float"), r.reason
+    assert r.verdict == "unknown" and "float proof only (milp-float" in r.stages[0]["outcome"], r.reason
+    # the differential prover separates the classes exactly
+    r = check_equivalence(f, g, unit_box(3), mode="top1", methods=("diff",))
+    assert (r.verdict, r.method, r.proof) == ("equivalent", "diff", "exact"), r.reason
 
 
 def test_exact_rational_weights_are_used():
@@ -191,7 +199,7 @@ def test_equal_function_different_structure():
     g = scaled_copy(f, k=1)
     box = unit_box(2)
     r = check_equivalence(f, g, box, methods=("milp",), time_limit=60)
-    assert (r.verdict, r.method, r.proof) == ("equivalent", "milp", "milp-float"), r.reason
+    assert r.verdict == "unknown" and "float proof only (milp-float" in r.stages[0]["outcome"], r.reason
     assert r.best_bound is not None and r.best_bound <= 1e-6
     r = check_equivalence(f, g, box, mode="exact", time_limit=60, fuzz_options=FAST_FUZZ)
     assert (r.verdict, r.method, r.proof) == ("equivalent", "z3", "exact"), r.reason
@@ -258,11 +266,14 @@ def test_top1_ties_take_the_first_index():
     f = mlp([w1, np.array([[1.0, 0.0], [1.0, 0.0]])], [np.array([0.0, -0.5]), np.zeros(2)])
     g = mlp([w1, np.array([[1.0, 0.0], [1.0, 1.0]])], [np.array([0.0, -0.5]), np.zeros(2)])
     r = check_equivalence(f, g, Box([0.0], [0.5]), mode="top1", time_limit=60,
-                          fuzz_options=FAST_FUZZ, provers=[])
+                          fuzz_options=FAST_FUZZ, provers=[], methods=("fuzz", "z3"))
     assert (r.verdict, r.method) == ("equivalent", "z3"), r.reason
+    # the differential bounds: relu(x - 0.5) is inactive on [0, 0.5], so f - g is exactly 0 there
+    r = check_equivalence(f, g, Box([0.0], [0.5]), mode="top1", time_limit=60, fuzz_options=FAST_FUZZ)
+    assert (r.verdict, r.method, r.proof) == ("equivalent", "diff", "exact"), r.reason
     # the structural prover sees it too: relu(x - 0.5) is proven inactive on [0, 0.5]
     r = check_equivalence(f, g, Box([0.0], [0.5]), mode="top1", time_limit=60,
-                          fuzz_options=FAST_FUZZ)
+                          fuzz_options=FAST_FUZZ, methods=("fuzz", "structural"))
     assert (r.verdict, r.method, r.proof) == ("equivalent", "structural", "exact"), r.reason
     r = check_equivalence(f, g, Box([0.0], [1.0]), mode="top1", time_limit=60,
                           fuzz_options=FAST_FUZZ)
@@ -311,8 +322,8 @@ def test_fake_prover_with_bogus_counterexample_is_rejected():
         return CheckResult("counterexample", counterexample={"point": [0.5, 0.5, 0.5]})
 
     r = check_equivalence(f, f.copy(), box, provers=[bogus], epsilon=1e-5, time_limit=30,
-                          fuzz_options=FAST_FUZZ)
-    assert r.verdict == "equivalent" and r.method == "bounds"
+                          fuzz_options=FAST_FUZZ, methods=("fuzz", "structural", "z3"))
+    assert r.verdict == "equivalent" and r.method == "z3"
     assert [d["source"] for d in r.discarded] == ["bogus"]
     assert r.discarded[0]["replayed"] is False
     assert seen["mode"] == "epsilon" and seen["epsilon"] == 1e-5 and 0 < seen["left"] <= 30
@@ -347,11 +358,12 @@ def test_structural_provers_hook(monkeypatch):
     monkeypatch.setattr(eq, "STRUCTURAL_PROVERS", [structural])
     f = random_net([3, 6, 2], 8)
     box = unit_box(3)
-    r = check_equivalence(f, f.copy(), box, mode="exact", fuzz_options=FAST_FUZZ)
+    no_diff = ("fuzz", "structural", "bounds", "milp", "z3")
+    r = check_equivalence(f, f.copy(), box, mode="exact", fuzz_options=FAST_FUZZ, methods=no_diff)
     assert (r.verdict, r.method, r.proof, r.reason) == ("equivalent", "structural", "exact",
                                                         "fake structural proof")
     # a hook that cannot decide hands over to the next stage
-    r = check_equivalence(f, f.copy(), box, mode="top1", fuzz_options=FAST_FUZZ)
+    r = check_equivalence(f, f.copy(), box, mode="top1", fuzz_options=FAST_FUZZ, methods=no_diff)
     assert r.verdict == "equivalent" and r.method == "z3"
     assert calls == ["exact", "top1"]
     # the fuzzer runs first: a real difference never reaches the hook
@@ -587,10 +599,13 @@ def test_milp_verdict_follows_the_dual_bounds(monkeypatch, dual, verdict):
     monkeypatch.setattr(backends.Session, "solve", fake_solve)
     f = random_net([3, 6, 2], 14)
     r = check_equivalence(f, scaled_copy(f, k=0), unit_box(3), methods=("milp",), share=False)
-    assert r.verdict == verdict, r.reason
+    # a float MILP never gives a verdict: "equivalent" here means a float-only proof, reported
+    assert r.verdict == "unknown", r.reason
     assert {s for s, _ in seen} == {"max", "min"} and len(seen) >= 4
+    float_only = "float proof only (milp-float" in r.stages[0]["outcome"]
+    assert float_only == (verdict == "equivalent")
     if verdict == "equivalent":
-        assert r.best_bound == pytest.approx(dual) and r.proof == "milp-float"
+        assert r.best_bound == pytest.approx(dual)
 
 
 # -- properties on drawn networks ------------------------------------------------------------------

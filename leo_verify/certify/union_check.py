@@ -69,7 +69,12 @@ def _check_union(f, g, domain: Domain, *, time_limit: float, progress, **options
     if all(r.verdict == "equivalent" for r in results):
         proof = min((r.proof for r in results), key=lambda p: _PROOF_ORDER.index(p) if p in _PROOF_ORDER else -1)
         methods = sorted({r.method for r in results if r.method})
-        return CheckResult("equivalent", method="+".join(methods), proof=proof,
+        certs = [r.certificate for r in results]
+        cert = None
+        if all(c is not None and (c["mode"], c["epsilon"]) == (certs[0]["mode"], certs[0]["epsilon"])
+               for c in certs):
+            cert = {**certs[0], "regions": [reg for c in certs for reg in c["regions"]]}
+        return CheckResult("equivalent", method="+".join(methods), proof=proof, certificate=cert,
                            reason=f"every one of the {len(domain.boxes)} boxes is proven equivalent "
                                   f"(weakest proof: {proof})", **common)
     open_ = [k for k, r in enumerate(results) if r.verdict != "equivalent"]

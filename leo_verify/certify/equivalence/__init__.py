@@ -82,6 +82,7 @@ from ...errors import UsageError
 from ...graph import Graph
 from ..fuzz import check_sizes
 from .context import _Ctx, _Decided, _stage
+from .diff_stage import diff_stage
 from .fuzz_stage import _fuzz_stage, _hook_stage, _prover_name
 from .joint import Canon, joint_graph, widen_for_exact_weights
 from .milp_stage import _bounds_stage, _milp_diff_stage, _milp_top1_stage
@@ -102,6 +103,14 @@ __all__ = ["check_equivalence", "CheckResult", "STRUCTURAL_PROVERS", "MODES", "r
 #: ``counterexample`` dict has ``"point_exact"`` (``"p/q"`` strings) or
 #: ``"point"`` (floats): the point is replayed and discarded if it does not replay.
 STRUCTURAL_PROVERS: list = []
+
+#: Time policy (a fair share per stage, so no stage can starve the cheaper complete ones after it):
+#: the fuzzer gets at most :data:`.fuzz_stage.FUZZ_SHARE` of the limit, the differential prover
+#: ``DIFF_SHARE`` of what is left, each hook prover ``HOOK_SHARE`` of what is left then, the sound
+#: bounds run once (cheap), MILP queries a fair share each, z3 what is left (60 % in the modes where
+#: the MILP still follows).
+DIFF_SHARE = 0.35
+HOOK_SHARE = 0.5
 
 #: z3 is tried when the networks have at most this many distinct unstable
 #: neurons (after sharing identical sub-computations).
@@ -314,10 +323,11 @@ def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, m
     ctx = _Ctx(f, g, box, mode, epsilon, time_limit, solver, seed)
     ctx.share = bool(share)
     # (stage name, method it belongs to, function)
-    plan: list = [("fuzz", "fuzz", _fuzz_stage(dict(fuzz_options or {})))]
+    plan: list = [("fuzz", "fuzz", _fuzz_stage(dict(fuzz_options or {}))),
+                  ("diff", "diff", diff_stage(DIFF_SHARE))]
     hooks = STRUCTURAL_PROVERS if provers is None else list(provers)
     for p in hooks:
-        plan.append((_prover_name(p), "structural", _hook_stage(p)))
+        plan.append((_prover_name(p), "structural", _hook_stage(p, HOOK_SHARE)))
     if mode == "epsilon":
         plan += [("bounds", "bounds", _bounds_stage),
                  ("milp", "milp", _milp_diff_stage),
@@ -328,14 +338,24 @@ def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, m
         plan += [("z3", "z3", lambda c, e: _z3_stage(c, e, z3_max_neurons, 0.6)),
                  ("milp", "milp", _milp_diff_stage if mode == "exact" else _milp_top1_stage)]
     plan = [(name, fn) for name, method, fn in plan if method in methods]
-    try:
-        for name, fn in plan:
-            if ctx.left() <= 0:
-                ctx.stages.append({"stage": name, "outcome": "skipped: out of time", "time": 0.0})
-                continue
+    float_only = []
+    for name, fn in plan:
+        if ctx.left() <= 0:
+            ctx.stages.append({"stage": name, "outcome": "skipped: out of time", "time": 0.0})
+            continue
+        try:
             _stage(ctx, name, fn)
-    except _Decided as d:
-        return d.result
+        except _Decided as d:
+            if d.result.verdict == "equivalent" and d.result.proof != "exact":
+                # exact answers only: a float bound (a MILP dual bound, outward-rounded float
+                # bounds) is a strong hint, never a verdict
+                ctx.stages[-1]["outcome"] = (f"float proof only ({d.result.proof}, not re-proved exactly): "
+                                             f"{d.result.reason}")
+                float_only.append(name)
+                continue
+            return d.result
     reasons = "; ".join(f"{s['stage']}: {s['outcome']}" for s in ctx.stages)
     timed_out = ctx.left() <= 0
-    return ctx.result("unknown", reason=("time limit reached; " if timed_out else "") + reasons)
+    note = (f"{' and '.join(float_only)} found the claim true in floating point, which is not an exact "
+            f"proof; " if float_only else "")
+    return ctx.result("unknown", reason=note + ("time limit reached; " if timed_out else "") + reasons)

@@ -43,13 +43,14 @@ class _Ctx:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def result(self, verdict, *, method=None, proof=None, reason="", cex=None) -> CheckResult:
+    def result(self, verdict, *, method=None, proof=None, reason="", cex=None,
+               certificate=None) -> CheckResult:
         return CheckResult(verdict, mode=self.mode, epsilon=self.epsilon, method=method,
                            proof=proof, reason=reason, counterexample=cex,
                            max_diff_seen=self.max_seen, best_bound=self.best_bound,
                            stages=self.stages, discarded=self.discarded,
                            time=time.monotonic() - self.start, solver=self.solver,
-                           seed=self.seed,
+                           seed=self.seed, certificate=certificate,
                            fuzz=None if self.fuzz is None else self.fuzz.to_json())
 
     def candidate(self, point, source: str) -> None:

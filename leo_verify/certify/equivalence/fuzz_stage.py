@@ -7,11 +7,15 @@ from .context import _Ctx, _Decided
 from .result import VERDICTS
 
 
+#: the falsification campaign's share of the whole time limit (it stops early on a counterexample)
+FUZZ_SHARE = 0.1
+
+
 # -- stage: fuzz --------------------------------------------------------------------
 
 def _fuzz_stage(options: dict):
     def run(ctx: _Ctx, entry: dict):
-        kw = dict(seed=ctx.seed, budget=max(0.05, min(ctx.left(), 0.25 * (ctx.deadline - ctx.start))))
+        kw = dict(seed=ctx.seed, budget=max(0.05, min(ctx.left(), FUZZ_SHARE * (ctx.deadline - ctx.start))))
         kw.update(options)
         fmode = "top1" if ctx.mode == "top1" else "max"
         res = falsify(ctx.f, ctx.g, ctx.box, mode=fmode, **kw)
@@ -37,11 +41,14 @@ def _fuzz_stage(options: dict):
 
 # -- stage: hook provers --------------------------------------------------------------------
 
-def _hook_stage(prover):
+def _hook_stage(prover, share: float = 0.5):
+    """A hook prover, given ``share`` of the time left (its own deadline)."""
     def run(ctx: _Ctx, entry: dict):
         if ctx.left() <= 0:
             return "skipped: out of time"
-        res = prover(ctx.f, ctx.g, ctx.box, ctx.mode, ctx.epsilon, ctx.deadline)
+        import time
+        deadline = min(ctx.deadline, time.monotonic() + share * ctx.left())
+        res = prover(ctx.f, ctx.g, ctx.box, ctx.mode, ctx.epsilon, deadline)
         if res is None or res.verdict == "unknown":
             return "unknown" + (f": {res.reason}" if res is not None and res.reason else "")
         if res.verdict == "counterexample":

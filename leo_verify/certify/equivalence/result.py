@@ -17,7 +17,7 @@ from ...semantics import evaluate, evaluate_exact
 
 MODES = ("epsilon", "exact", "top1")
 #: every stage :func:`check_equivalence` can run (``"structural"``: the hook provers)
-METHODS = ("fuzz", "structural", "bounds", "milp", "z3")
+METHODS = ("fuzz", "structural", "diff", "bounds", "milp", "z3")
 VERDICTS = ("equivalent", "counterexample", "unknown")
 
 
@@ -68,6 +68,7 @@ class CheckResult:
     solver: str = "scip"
     seed: int = 0
     fuzz: dict | None = None
+    certificate: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -85,6 +86,7 @@ class CheckResult:
             "solver": self.solver,
             "seed": self.seed,
             "fuzz": self.fuzz,
+            "certificate": self.certificate,
             "timings": {s["stage"]: s["time"] for s in self.stages},
             "time": self.time,
         }

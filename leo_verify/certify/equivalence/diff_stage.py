@@ -1,0 +1,330 @@
+"""Stage ``diff``: differential bounds with input splitting, every leaf re-proved exactly.
+
+The search mirrors :mod:`leo_verify.kernel.diff` in float64 (fast, not sound)
+to decide where to split; a leaf it believes proven is then re-proved by the
+kernel's exact propagation (:func:`leo_verify.kernel.diff.propagate`), and only
+those leaves enter the proof.  A leaf the exact check rejects goes back into the
+queue and is split further.  The result is a split tree that
+:func:`leo_verify.kernel.diff.check_tree` re-checks from scratch (``recheck``).
+
+Splitting: best-first on the leaves' float *excess* (how far the bound is from
+proving), cutting the input dimension with the largest *smear* (width times
+the absolute coefficient of that input in the open output bounds) at its
+midpoint (a dyadic rational of two floats: exact).  Networks with many inputs
+get a single root check (splitting 784 dimensions does not converge).
+
+Falsification on the way: every leaf evaluates its centre; in ``top1`` mode a
+leaf where ``f``'s argmax changes is *bisected* along the segment between two
+points with different argmaxes of ``f``, where ``g``'s decision boundary, if it
+is not exactly ``f``'s, leaves points whose argmaxes differ.  Candidates are
+replayed exactly by the check (:meth:`_Ctx.candidate`).
+
+The stage stops early when it *stalls* (no leaf proven for a while: a claim
+that is false, or too close to call, keeps splitting without end), leaving the
+time to the other provers.  It is *anytime*: the share of the box (by volume) settled so far and the
+open leaves are reported to the progress display.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+from fractions import Fraction
+
+import numpy as np
+
+from ...kernel import diff as kdiff
+from ...kernel.exact import Q, fraction_str
+from ...semantics import evaluate
+from .context import _Ctx, _Decided, _tell
+
+__all__ = ["diff_stage", "MAX_SPLIT_INPUTS"]
+
+#: input splitting only for networks with at most this many inputs
+MAX_SPLIT_INPUTS = 16
+#: the search stops when no leaf was proven for max(STALL_SECONDS, STALL_SHARE * its time so far)
+STALL_SECONDS = 1.0
+STALL_SHARE = 0.5
+#: float margin: a leaf is sent to the exact check when its float bound clears the claim by this
+_REL_MARGIN = 1e-9
+
+
+# -- the float mirror of kernel.diff.propagate ------------------------------------------------
+
+class _FloatNets:
+    def __init__(self, al: kdiff.Aligned):
+        self.layers = []
+        for wf, bf, wg, bg in al.layers:
+            wf_, wg_ = wf.floats(), wg.floats()
+            dw = wf_ - wg_
+            self.layers.append((wf_, bf.floats(), wg_, bg.floats(), dw, bf.floats() - bg.floats()))
+        self.n = al.n_in
+
+
+def _rng(e: np.ndarray, lo: np.ndarray, hi: np.ndarray, upper: bool) -> np.ndarray:
+    c, d = e[:, :-1], e[:, -1]
+    cp, cn = np.maximum(c, 0), np.minimum(c, 0)
+    return (cp @ hi + cn @ lo + d) if upper else (cp @ lo + cn @ hi + d)
+
+
+def _aff(w, b, lower, upper):
+    wp, wn = np.maximum(w, 0), np.minimum(w, 0)
+    lo = wp @ lower + wn @ upper
+    hi = wp @ upper + wn @ lower
+    lo[:, -1] += b
+    hi[:, -1] += b
+    return lo, hi
+
+
+def _r_up(e, lo, hi):
+    m, M = _rng(e, lo, hi, False), _rng(e, lo, hi, True)
+    out = e.copy()
+    neg = M <= 0
+    mid = (m < 0) & ~neg
+    out[neg] = 0.0
+    if mid.any():
+        s = M[mid] / (M[mid] - m[mid])
+        ch = e[mid].copy()
+        ch[:, -1] -= m[mid]
+        out[mid] = ch * s[:, None]
+    return out
+
+
+def _r_lo(e, lo, hi):
+    m, M = _rng(e, lo, hi, False), _rng(e, lo, hi, True)
+    keep = (m >= 0) | ((M > 0) & (M > -m))
+    return np.where(keep[:, None], e, 0.0)
+
+
+def _pick(cands: list, lo, hi, upper: bool) -> np.ndarray:
+    vals = np.stack([_rng(c, lo, hi, upper) for c in cands])
+    k = vals.argmin(0) if upper else vals.argmax(0)
+    return np.stack(cands)[k, np.arange(cands[0].shape[0])]
+
+
+def float_bounds(nets: _FloatNets, lo: np.ndarray, hi: np.ndarray) -> dict:
+    n = nets.n
+    ident = np.concatenate([np.eye(n), np.zeros((n, 1))], axis=1)
+    la_f = ua_f = la_g = ua_g = ident
+    lda = uda = np.zeros((n, n + 1))
+    last = len(nets.layers) - 1
+    for k, (wf, bf, wg, bg, dw, db) in enumerate(nets.layers):
+        lf, uf = _aff(wf, bf, la_f, ua_f)
+        lg, ug = _aff(wg, bg, la_g, ua_g)
+        gp, gn, dp, dn = np.maximum(wg, 0), np.minimum(wg, 0), np.maximum(dw, 0), np.minimum(dw, 0)
+        ld = gp @ lda + gn @ uda + dp @ la_f + dn @ ua_f
+        ud = gp @ uda + gn @ lda + dp @ ua_f + dn @ la_f
+        ld[:, -1] += db
+        ud[:, -1] += db
+        ld = _pick([ld, lf - ug], lo, hi, False)
+        ud = _pick([ud, uf - lg], lo, hi, True)
+        if k == last:
+            return {"Lf": lf, "Uf": uf, "Lg": lg, "Ug": ug, "Ld": ld, "Ud": ud}
+        la_f, ua_f, la_g, ua_g = _r_lo(lf, lo, hi), _r_up(uf, lo, hi), _r_lo(lg, lo, hi), _r_up(ug, lo, hi)
+        lof, upf = _rng(lf, lo, hi, False), _rng(uf, lo, hi, True)
+        log_, upg = _rng(lg, lo, hi, False), _rng(ug, lo, hi, True)
+        f_off, g_off, f_on, g_on = upf <= 0, upg <= 0, lof >= 0, log_ >= 0
+        bu_up = _r_up(ud, lo, hi)
+        bu_lo = -_r_up(-ld, lo, hi)
+        sh_ld = ld.copy()
+        sh_ld[:, -1] += log_
+        sh_ud = ud.copy()
+        sh_ud[:, -1] -= lof
+        conds = [f_off, g_off, f_on & g_on, f_on, g_on]
+        lda = _pick([np.select([c[:, None] for c in conds], [-ua_g, la_f, ld, sh_ld, ld], bu_lo), bu_lo],
+                    lo, hi, False)
+        uda = _pick([np.select([c[:, None] for c in conds], [-la_g, ua_f, ud, ud, sh_ud], bu_up), bu_up],
+                    lo, hi, True)
+    raise AssertionError("unreachable")
+
+
+def _excess(b: dict, lo, hi, mode: str, eps: float) -> tuple[float, np.ndarray]:
+    """How far the float bounds are from proving (<= 0: believed proven), and the smear weights."""
+    if mode in ("epsilon", "exact"):
+        e = 0.0 if mode == "exact" else eps
+        top, bot = _rng(b["Ud"], lo, hi, True), _rng(b["Ld"], lo, hi, False)
+        margin = _REL_MARGIN * (1.0 + e) + 1e-12
+        over = np.maximum(top - e, -e - bot) + margin
+        rows = over > 0
+        sens = np.abs(b["Ud"][rows, :-1]).sum(0) + np.abs(b["Ld"][rows, :-1]).sum(0)
+        return float(over.max()), sens
+    lf, uf, lg, ug, ld, ud = (b[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud"))
+    if _rng(ud, lo, hi, True).max() <= 0 and _rng(ld, lo, hi, False).min() >= 0:
+        return -1.0, np.zeros(lf.shape[1] - 1)  # no difference at all on the leaf
+    best, sens = None, None
+    for c in range(lf.shape[0]):
+        worst, s = -np.inf, np.zeros(lf.shape[1] - 1)
+        for j in range(lf.shape[0]):
+            if j == c:
+                continue
+            a = lf[c] - uf[j]
+            own, via = lg[c] - ug[j], a - ud[c] + ld[j]
+            va = _rng(a[None], lo, hi, False)[0]
+            vb = max(_rng(own[None], lo, hi, False)[0], _rng(via[None], lo, hi, False)[0])
+            v = -min(va, vb) + 1e-12
+            if v > worst:
+                worst = v
+            if v > 0:
+                s += np.abs(a[:-1]) + np.abs(via[:-1])
+        if best is None or worst < best:
+            best, sens = worst, s
+    return float(best), sens
+
+
+# -- the search ----------------------------------------------------------------------------
+
+class _Node:
+    __slots__ = ("lo", "hi", "dim", "at", "kids", "proved", "volume")
+
+    def __init__(self, lo: list, hi: list, volume: float):
+        self.lo, self.hi = lo, hi  # exact Fractions
+        self.dim = self.at = None
+        self.kids = None
+        self.proved = False
+        self.volume = volume
+
+
+def _tree_json(node: _Node) -> dict:
+    if node.kids is None:
+        return {}
+    return {"dim": node.dim, "at": fraction_str(node.at),
+            "children": [_tree_json(node.kids[0]), _tree_json(node.kids[1])]}
+
+
+def _bisect_top1(ctx: _Ctx, p: np.ndarray, q: np.ndarray, steps: int = 40) -> None:
+    """Points on [p, q] where argmax f changes: bisect to f's boundary, try g there (replayed)."""
+    af = int(np.argmax(evaluate(ctx.f, p[None])[0]))
+    for _ in range(steps):
+        m = 0.5 * (p + q)
+        fm = evaluate(ctx.f, m[None])[0]
+        gm = evaluate(ctx.g, m[None])[0]
+        if int(np.argmax(fm)) != int(np.argmax(gm)):
+            ctx.candidate(m, "diff")
+        if int(np.argmax(fm)) == af:
+            p = m
+        else:
+            q = m
+    for x in (p, q):
+        if int(np.argmax(evaluate(ctx.f, x[None])[0])) != int(np.argmax(evaluate(ctx.g, x[None])[0])):
+            ctx.candidate(x, "diff")
+
+
+def _probe(ctx: _Ctx, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) -> None:
+    """Evaluate a few points of the leaf; replay the float candidates."""
+    pts = np.vstack([0.5 * (lo + hi), rng.uniform(lo, hi, size=(6, lo.size))])
+    fo, go = evaluate(ctx.f, pts), evaluate(ctx.g, pts)
+    if ctx.mode == "top1":
+        af, ag = fo.argmax(1), go.argmax(1)
+        for i in np.flatnonzero(af != ag)[:2]:
+            ctx.candidate(pts[i], "diff")
+        if len(set(af.tolist())) > 1:
+            i = int(np.flatnonzero(af != af[0])[0])
+            _bisect_top1(ctx, pts[0].copy(), pts[i].copy())
+        return
+    d = np.abs(fo - go).max(1)
+    ctx.max_seen = max(ctx.max_seen, float(d.max()))
+    thr = 0.0 if ctx.mode == "exact" else ctx.epsilon
+    for i in np.argsort(-d)[:2]:
+        if d[i] > thr:
+            ctx.candidate(pts[i], "diff")
+
+
+def diff_stage(share: float = 0.6):
+    """The stage function: runs for at most ``share`` of the time left (see the module docstring)."""
+    def run(ctx: _Ctx, entry: dict):
+        al = kdiff.align(ctx.f, ctx.g)
+        if isinstance(al, str):
+            return f"not applicable: {al}"
+        deadline = time.monotonic() + share * ctx.left()
+        nets = _FloatNets(al)
+        eps = Fraction(ctx.epsilon)
+        split = ctx.box.size <= MAX_SPLIT_INPUTS
+        rng = np.random.default_rng(ctx.seed)
+        lo0 = [Fraction(float(v)) for v in ctx.box.lower]
+        hi0 = [Fraction(float(v)) for v in ctx.box.upper]
+        root = _Node(lo0, hi0, 1.0)
+        heap: list = []
+        tick = 0
+        settled = 0.0
+        leaves_exact = 0
+        exact_time = 0.0
+        last_tell = time.monotonic()
+
+        def push(node: _Node) -> None:
+            nonlocal tick
+            lo, hi = np.array([float(v) for v in node.lo]), np.array([float(v) for v in node.hi])
+            b = float_bounds(nets, lo, hi)
+            ex, sens = _excess(b, lo, hi, ctx.mode, ctx.epsilon)
+            tick += 1
+            heapq.heappush(heap, (0 if ex <= 0 else 1, -node.volume, tick, node, ex, sens))
+
+        push(root)
+        start = last_proof = time.monotonic()
+        stalled = False
+        while heap and time.monotonic() < deadline and ctx.left() > 0:
+            now = time.monotonic()
+            if now - last_proof > max(STALL_SECONDS, STALL_SHARE * (now - start)):
+                stalled = True  # no leaf proven for a while: leave the time to the other provers
+                break
+            believed, _, _, node, ex, sens = heapq.heappop(heap)
+            lo = np.array([float(v) for v in node.lo])
+            hi = np.array([float(v) for v in node.hi])
+            if ex <= 0:
+                t0 = time.monotonic()
+                b = kdiff.propagate(al, Q.of(node.lo), Q.of(node.hi))
+                ok = kdiff.leaf_proves(b, ctx.mode, eps)
+                exact_time += time.monotonic() - t0
+                if ok:
+                    node.proved = True
+                    last_proof = time.monotonic()
+                    settled += node.volume
+                    leaves_exact += 1
+                    if time.monotonic() - last_tell > 1.0:
+                        last_tell = time.monotonic()
+                        _tell({"stage": "diff", "outcome": f"{100 * settled:.1f} % of the box proven, "
+                                                            f"{len(heap)} open", "time": 0.0, "running": True})
+                    continue
+                ex = 1.0  # the float search was too optimistic here: split it
+            _probe(ctx, lo, hi, rng)
+            if not split:
+                break
+            width = hi - lo
+            score = width * (sens + 1e-12) if sens is not None and sens.size else width
+            dim = int(np.argmax(score))
+            at = (node.lo[dim] + node.hi[dim]) / 2
+            if not node.lo[dim] < at < node.hi[dim]:
+                break  # cannot split further (the box is a point in that dimension)
+            node.dim, node.at = dim, at
+            left_hi, right_lo = list(node.hi), list(node.lo)
+            left_hi[dim] = at
+            right_lo[dim] = at
+            node.kids = (_Node(node.lo, left_hi, node.volume / 2), _Node(right_lo, node.hi, node.volume / 2))
+            for kid in node.kids:
+                push(kid)
+        entry.update(leaves=leaves_exact, settled=round(settled, 6), exact_seconds=round(exact_time, 3),
+                     open=len(heap), stalled=stalled)
+        if not heap and _all_proved(root):
+            tree = _tree_json(root)
+            raise _Decided(ctx.result(
+                "equivalent", method="diff", proof="exact",
+                reason=(f"differential bounds (symbolic, input splitting) prove the {ctx.mode} claim on "
+                        f"all {leaves_exact} leaves of a split tree, each re-proved in exact arithmetic"),
+                certificate={"mode": ctx.mode, "epsilon": fraction_str(eps if ctx.mode == "epsilon" else Fraction(0)),
+                             "regions": [
+                    {"lower": [fraction_str(v) for v in lo0], "upper": [fraction_str(v) for v in hi0],
+                     "method": "diff-tree", "leaves": leaves_exact, "tree": tree}]}))
+        return (f"{100 * settled:.1f} % of the box proven ({leaves_exact} exact leaves), {len(heap)} open"
+                + (" (stalled: no leaf proven lately)" if stalled else "")
+                + ("" if split else f"; no input splitting above {MAX_SPLIT_INPUTS} inputs"))
+    return run
+
+
+def _all_proved(node: _Node) -> bool:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.kids is None:
+            if not n.proved:
+                return False
+        else:
+            stack.extend(n.kids)
+    return True

@@ -1,0 +1,472 @@
+"""Differential bounds of two ReLU chains over a box, in exact arithmetic.
+
+The checker's half of ``check``'s differential prover (issue 16).  Two
+networks ``f`` and ``g`` that are chains ``Affine (ReLU Affine)*`` of the same
+depth are *aligned* layer by layer (hidden layers of different widths are
+padded with units whose weights and bias are 0: such a unit computes
+``relu(0) = 0`` and feeds nothing, so padding changes no function).  Over a box
+``[lo, hi]`` we propagate, for every layer, *symbolic* linear bounds (affine
+functions of ``x``, matrices ``[coefficients | constant]``) of
+
+* ``z_f`` and ``z_g``, each network's own pre-activations (ReluVal-style symbolic
+  intervals with triangle relaxations), and
+* ``d = z_f - z_g``, their *difference* (ReluDiff / NeuroDiff): with
+  ``W_f a_f - W_g a_g = W_g (a_f - a_g) + (W_f - W_g) a_f`` the difference of the
+  next layer is bounded from the difference of this layer's activations and
+  the (small, for pruned pairs) weight difference, instead of from two
+  independent bounds that cancel nothing.
+
+The difference of the activations ``relu(z_f) - relu(z_g)`` is bounded case by
+case on the proven phases (exact comparisons of exact bounds):
+
+==========================  ===============================  =======================
+phases (f, g)               lower bound                      upper bound
+==========================  ===============================  =======================
+f inactive (``u_f <= 0``)   ``-upper(relu z_g)``             ``-lower(relu z_g)``
+g inactive (``u_g <= 0``)   ``lower(relu z_f)``              ``upper(relu z_f)``
+both active                 ``L_d``                          ``U_d``
+f active, g unstable        ``L_d + l_g``                    ``U_d``
+f unstable, g active        ``L_d``                          ``U_d - l_f``
+both unstable               ``-upper(relu(-L_d))``           ``upper(relu(U_d))``
+==========================  ===============================  =======================
+
+(f active, g unstable: ``relu z_f - relu z_g = d + min(z_g, 0)`` and
+``l_g <= min(z_g, 0) <= 0``; both unstable: ``relu`` is monotone and
+1-Lipschitz, so ``min(d, 0) <= relu z_f - relu z_g <= max(d, 0)``.)
+``upper(relu(E))`` of an affine ``E`` with range ``[m, M]`` on the box is ``E``
+if ``m >= 0``, ``0`` if ``M <= 0``, else ``s (E - m)`` with ``s >= M / (M - m)``
+(the chord; ``s`` rounded *up* to the grid).  ``lower(relu(E))`` is ``E``,
+``0``, or ``a E`` with ``a`` in ``{0, 1}``.
+
+Every quantity is an exact rational.  To keep the integers short, symbolic
+coefficients are rounded to the grid ``2^-GRID_BITS`` *soundly* (a lower
+bound's coefficient ``c`` becomes ``c' = floor(c)`` and its constant gains
+``(c - c') . lo``, which is ``<=`` the change on the box; an upper bound's
+rounding is the mirror image), and concrete bounds are rounded outwards.
+
+What a leaf proves (:func:`leaf_proves`), on the outputs (logits):
+
+* ``"epsilon"``: ``-eps <= L_d`` and ``U_d <= eps`` on the box, for every output;
+* ``"exact"``: the same with ``eps = 0``;
+* ``"top1"``: the difference is exactly 0 on the leaf (the bounds of ``d`` are
+  ``[0, 0]``: the same function, so the same argmax, ties included), or some
+  class ``c`` beats every other class ``j`` *strictly* in both networks on the whole leaf (``f_c - f_j > 0`` from ``f``'s own bounds;
+  ``g_c - g_j > 0`` from ``g``'s own bounds or from ``(f_c - f_j) - (d_c - d_j)``),
+  so both argmaxes are ``c`` (no ties can occur).
+
+A proof is a *split tree* over the box (:func:`check_tree`): an inner node
+``{"dim": i, "at": "p/q", "children": [left, right]}`` cuts the box at
+``x_i = at`` (strictly inside), a leaf is ``{}`` and must prove the claim on
+its sub-box.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Mapping
+
+import numpy as np
+
+from ..graph import Graph
+from .exact import ProofInvalid, Q, int_matmul, limbs_of, parse_rational
+
+__all__ = ["GRID_BITS", "chain", "align", "Aligned", "propagate", "leaf_proves", "check_tree",
+           "MAX_DEPTH", "MAX_NODES"]
+
+#: symbolic coefficients and concrete bounds live on the grid 2^-GRID_BITS
+GRID_BITS = 48
+_GRID = 1 << GRID_BITS
+#: a split tree deeper than this, or with more nodes, is refused (a hostile file must not hang recheck)
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+_MODES = ("epsilon", "exact", "top1")
+
+
+# -- the two networks as aligned chains ----------------------------------------------------
+
+def chain(graph: Graph) -> list | str:
+    """``[(W, b), ...]`` (exact :class:`~fractions.Fraction` arrays) of a chain
+    ``Input -> Affine (-> Relu -> Affine)* -> Output``, or the reason it is not one."""
+    name = graph.input_name
+    layers: list = []
+    expect = "affine"
+    while True:
+        users = graph.users(name)
+        if len(users) != 1:
+            return f"node {name!r} has {len(users)} users (a chain has one)"
+        name = users[0]
+        op = graph.op(name)
+        if op.kind == "output":
+            if expect != "relu":
+                return "the network does not end with an affine layer"
+            return layers
+        if op.kind != expect:
+            return f"node {name!r} is {op.kind}, a chain expects {expect} there"
+        if op.kind == "affine":
+            layers.append(op.rational())
+            expect = "relu"
+        else:
+            expect = "affine"
+
+
+class Aligned:
+    """Two aligned chains: per layer ``(Wf, bf, Wg, bg)`` as exact :class:`Q` (hidden widths padded)."""
+
+    def __init__(self, layers: list, n_in: int, n_out: int, widths: tuple):
+        self.layers = layers
+        self.n_in, self.n_out, self.widths = n_in, n_out, widths
+        self._packed = None
+
+    def packed(self) -> list:
+        """Per layer the stacked matrices the propagation multiplies with (cached)."""
+        if self._packed is None:
+            out = []
+            for wf, bf, wg, bg in self.layers:
+                dw = wf - wg
+                out.append({
+                    "f": _Mat(Q(np.concatenate([wf.pos().num * 1, wf.neg_part().num * 1], axis=1), wf.den)),
+                    "g": _Mat(Q(np.concatenate([wg.pos().num * 1, wg.neg_part().num * 1], axis=1), wg.den)),
+                    "d": _Mat(_hstack([wg.pos(), wg.neg_part(), dw.pos(), dw.neg_part()])),
+                    "bf": bf, "bg": bg, "db": bf - bg})
+            self._packed = out
+        return self._packed
+
+
+class _Mat:
+    """A fixed left factor ``W`` whose limbs (:func:`~.exact.limbs_of`) are computed once:
+    ``W @ X`` is computed as ``(X^T @ W^T)^T`` with ``W^T``'s limbs cached."""
+
+    def __init__(self, w: Q):
+        self.w = w
+        self.wt = np.ascontiguousarray(w.num.T)
+        self.limbs = limbs_of(self.wt, self.wt.shape[0]) if self.wt.size else None
+
+    def __matmul__(self, x: Q) -> Q:
+        if not self.wt.size or not x.num.size:
+            return self.w @ x
+        return Q(int_matmul(np.ascontiguousarray(x.num.T), self.wt, b_limbs=self.limbs).T, self.w.den * x.den)
+
+
+def _lcm(parts: list) -> int:
+    den = 1
+    for p in parts:
+        if den % p.den:
+            den = den * p.den // math.gcd(den, p.den)
+    return den
+
+
+def _hstack(parts: list) -> Q:
+    den = _lcm(parts)
+    return Q(np.concatenate([p.num * (den // p.den) for p in parts], axis=1), den)
+
+
+def _pad(w: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    out = np.empty((rows, cols), dtype=object)
+    out[...] = Fraction(0)
+    out[: w.shape[0], : w.shape[1]] = w
+    return out
+
+
+def align(f: Graph, g: Graph) -> Aligned | str:
+    """The two networks aligned for :func:`propagate`, or why they cannot be."""
+    cf, cg = chain(f), chain(g)
+    if isinstance(cf, str):
+        return f"A: {cf}"
+    if isinstance(cg, str):
+        return f"B: {cg}"
+    if len(cf) != len(cg):
+        return f"A has {len(cf)} affine layers, B {len(cg)}: not aligned layer by layer"
+    n_in = cf[0][0].shape[1]
+    if cg[0][0].shape[1] != n_in or cf[-1][0].shape[0] != cg[-1][0].shape[0]:
+        return "the networks' input or output sizes differ"
+    layers, prev, widths = [], n_in, []
+    for k, ((wf, bf), (wg, bg)) in enumerate(zip(cf, cg)):
+        rows = max(wf.shape[0], wg.shape[0])
+        widths.append(rows)
+        pf, pg = _pad(wf, rows, prev), _pad(wg, rows, prev)
+        bfp, bgp = _pad(bf.reshape(-1, 1), rows, 1).ravel(), _pad(bg.reshape(-1, 1), rows, 1).ravel()
+        layers.append((Q.of(pf), Q.of(bfp), Q.of(pg), Q.of(bgp)))
+        prev = rows
+    return Aligned(layers, n_in, widths[-1], tuple(widths[:-1]))
+
+
+# -- exact symbolic bounds ---------------------------------------------------------------------
+
+def _floor_grid(num: np.ndarray, den: int) -> np.ndarray:
+    """Numerators on the grid (denominator 2^GRID_BITS) of ``floor(num/den)`` on that grid."""
+    return (num * _GRID) // den
+
+
+def _ceil_grid(num: np.ndarray, den: int) -> np.ndarray:
+    return -((-num * _GRID) // den)
+
+
+class _Box:
+    def __init__(self, lo: Q, hi: Q):
+        self.lo, self.hi = lo, hi
+
+
+def _range(e: Q, box: _Box, *, upper: bool) -> Q:
+    """``max`` (``upper``) or ``min`` over the box of each row of ``e`` ([C | d]), exact."""
+    c, d = Q(e.num[:, :-1], e.den), Q(e.num[:, -1], e.den)
+    if upper:
+        return c.pos() @ box.hi + c.neg_part() @ box.lo + d
+    return c.pos() @ box.lo + c.neg_part() @ box.hi + d
+
+
+def _ranges(e: Q, box: _Box) -> tuple[Q, Q]:
+    """``(min, max)`` over the box of each row of ``e``, exact (one split into signs)."""
+    c, d = Q(e.num[:, :-1], e.den), Q(e.num[:, -1], e.den)
+    cp, cn = c.pos(), c.neg_part()
+    return cp @ box.lo + cn @ box.hi + d, cp @ box.hi + cn @ box.lo + d
+
+
+def _coarsen(e: Q, box: _Box, *, upper: bool) -> Q:
+    """``e`` with coefficients on the grid, still a valid lower (upper) bound on the box.
+
+    Lower: ``c' = floor(c)``, ``c - c' >= 0`` so ``(c - c') x >= (c - c') lo`` on the box; the
+    constant becomes ``d + (c - c') lo`` rounded down.  Upper: ``c' = ceil(c)``, ``c - c' <= 0``
+    so ``(c - c') x <= (c - c') lo``; the constant ``d + (c - c') lo`` rounded up.
+    """
+    if e.den == _GRID:
+        return e
+    c = e.num[:, :-1]
+    cg = _ceil_grid(c, e.den) if upper else _floor_grid(c, e.den)
+    rest = Q(c * _GRID - cg * e.den, e.den * _GRID)  # c - c', exactly
+    const = Q(e.num[:, -1], e.den) + rest @ box.lo
+    cn = _ceil_grid(const.num, const.den) if upper else _floor_grid(const.num, const.den)
+    return Q(np.concatenate([cg, cn.reshape(-1, 1)], axis=1), _GRID)
+
+
+def _grid_vec(v: Q, *, up: bool) -> Q:
+    return Q(_ceil_grid(v.num, v.den) if up else _floor_grid(v.num, v.den), _GRID)
+
+
+def _affine(w: Q, b: Q, lower: Q, upper: Q, box: _Box) -> tuple[Q, Q]:
+    """Bounds of ``W a + b`` from bounds ``lower <= a <= upper``; ``w`` = ``[W+ | W-]``."""
+    lo = w @ _vstack([lower, upper])
+    hi = w @ _vstack([upper, lower])
+    lo, hi = _add_const(lo, b), _add_const(hi, b)
+    return _coarsen(lo, box, upper=False), _coarsen(hi, box, upper=True)
+
+
+def _vstack(parts: list) -> Q:
+    den = _lcm(parts)
+    return Q(np.concatenate([p.num * (den // p.den) for p in parts], axis=0), den)
+
+
+def _add_const(e: Q, b: Q) -> Q:
+    num = e.num.copy()
+    a, bb, den = Q(num, e.den)._align(b)
+    a = a.copy()
+    a[:, -1] = a[:, -1] + bb
+    return Q(a, den)
+
+
+def _bool(a) -> np.ndarray:
+    return np.asarray(a, dtype=bool)
+
+
+def _scale_rows(e: Q, s: Q) -> Q:
+    return Q(e.num * s.num.reshape(-1, 1), e.den * s.den)
+
+
+def _select(masks: list, options: list, width: int | None = None) -> Q:
+    """Row ``j`` from ``options[k]`` for the first ``k`` whose mask holds at ``j`` (the last is the default)."""
+    den = _lcm(options)
+    out = options[-1].num * (den // options[-1].den)
+    for m, o in reversed(list(zip(masks, options[:-1]))):
+        out = np.where(m.reshape(-1, 1), o.num * (den // o.den), out)
+    return Q(out, den)
+
+
+def _relu_upper(e: Q, box: _Box, rng: tuple | None = None) -> Q:
+    """Per row an affine ``>= max(e(x), 0)`` on the box (``rng``: :func:`_ranges` of ``e``)."""
+    m, mm = rng or _ranges(e, box)
+    pos, neg = _bool(m.num >= 0), _bool(mm.num <= 0)
+    # chord s (e - m) with s >= M / (M - m), rounded up on the grid (only where m < 0 < M)
+    a, bb, den = mm._align(m)
+    span = a - bb
+    safe = np.where(pos | neg, 1, span)
+    s = Q(np.where(pos | neg, 0, -((-a * _GRID) // safe)), _GRID)
+    chord = _scale_rows(_add_const(e, -m), s)
+    zero = Q(np.zeros(e.shape, dtype=object) * 0, 1)
+    return _coarsen(_select([pos, neg], [e, zero, chord], e.shape[0]), box, upper=True)
+
+
+def _relu_lower(e: Q, box: _Box, rng: tuple | None = None) -> Q:
+    """Per row an affine ``<= max(e(x), 0)`` on the box (``e``, ``0`` or ``a e`` with a in {0, 1})."""
+    m, mm = rng or _ranges(e, box)
+    a, bb, _ = mm._align(m)
+    keep = _bool(m.num >= 0) | (_bool(mm.num > 0) & _bool(a > -bb))  # stable active, or unstable with M > -m
+    zero = Q(np.zeros(e.shape, dtype=object) * 0, 1)
+    return _select([keep], [e, zero], e.shape[0])
+
+
+def _pick(cands: list, box: _Box, *, upper: bool) -> Q:
+    """Per row the candidate bound whose range on the box is best (smallest max / largest min)."""
+    vals = [_range(c, box, upper=upper) for c in cands]
+    den = _lcm(vals)
+    v = [x.num * (den // x.den) for x in vals]
+    best = np.zeros(v[0].shape, dtype=np.int64)
+    cur = v[0]
+    for k in range(1, len(v)):
+        better = _bool(v[k] < cur) if upper else _bool(v[k] > cur)
+        best = np.where(better, k, best)
+        cur = np.where(better, v[k], cur)
+    masks = [best == k for k in range(len(cands) - 1)]
+    return _select(masks, cands)
+
+
+def _shift(e: Q, c: Q) -> Q:
+    return _add_const(e, c)
+
+
+def propagate(al: Aligned, lo: Q, hi: Q) -> dict:
+    """Exact symbolic bounds of both networks' logits and their difference on ``[lo, hi]``.
+
+    Returns ``{"Lf", "Uf", "Lg", "Ug", "Ld", "Ud"}`` (each an :class:`Q` matrix
+    ``[coefficients | constant]``, one row per output) and ``"box"``.
+    """
+    box = _Box(lo, hi)
+    n = al.n_in
+    ident = Q(np.concatenate([np.eye(n, dtype=object) * 1, np.zeros((n, 1), dtype=object) * 0], axis=1), 1)
+    packed = al.packed()
+    la_f = ua_f = la_g = ua_g = ident
+    lda = uda = Q(np.zeros((n, n + 1), dtype=object) * 0, 1)
+    out = None
+    for k, p in enumerate(packed):
+        lf, uf = _affine(p["f"], p["bf"], la_f, ua_f, box)
+        lg, ug = _affine(p["g"], p["bg"], la_g, ua_g, box)
+        # d' = W_g (a_f - a_g) + (W_f - W_g) a_f + (b_f - b_g)
+        ld = p["d"] @ _vstack([lda, uda, la_f, ua_f])
+        ud = p["d"] @ _vstack([uda, lda, ua_f, la_f])
+        ld = _coarsen(_add_const(ld, p["db"]), box, upper=False)
+        ud = _coarsen(_add_const(ud, p["db"]), box, upper=True)
+        # the difference of the two networks' own bounds is also a bound on d: keep the better
+        ld = _pick([ld, lf - ug], box, upper=False)
+        ud = _pick([ud, uf - lg], box, upper=True)
+        if k == len(packed) - 1:
+            out = {"Lf": lf, "Uf": uf, "Lg": lg, "Ug": ug, "Ld": ld, "Ud": ud}
+            break
+        r_lf, r_uf, r_lg, r_ug = (_ranges(e, box) for e in (lf, uf, lg, ug))
+        la_f, ua_f = _relu_lower(lf, box, r_lf), _relu_upper(uf, box, r_uf)
+        la_g, ua_g = _relu_lower(lg, box, r_lg), _relu_upper(ug, box, r_ug)
+        lo_f, up_f = _grid_vec(r_lf[0], up=False), r_uf[1]
+        lo_g, up_g = _grid_vec(r_lg[0], up=False), r_ug[1]
+        f_off, g_off = _bool(up_f.num <= 0), _bool(up_g.num <= 0)
+        f_on, g_on = _bool(lo_f.num >= 0), _bool(lo_g.num >= 0)
+        neg_lo_f = Q(-lo_f.num, lo_f.den)
+        # always valid (relu is monotone and 1-Lipschitz): min(d, 0) <= a_f - a_g <= max(d, 0)
+        gen_up = _relu_upper(ud, box)
+        gen_lo = Q(-_relu_upper(Q(-ld.num, ld.den), box).num, _GRID)
+        case_lo = _select(
+            [f_off, g_off, f_on & g_on, f_on, g_on],
+            [Q(-ua_g.num, ua_g.den), la_f, ld, _shift(ld, lo_g), ld, gen_lo])
+        case_up = _select(
+            [f_off, g_off, f_on & g_on, f_on, g_on],
+            [Q(-la_g.num, la_g.den), ua_f, ud, ud, _shift(ud, neg_lo_f), gen_up])
+        lda = _pick([case_lo, gen_lo], box, upper=False)
+        uda = _pick([case_up, gen_up], box, upper=True)
+    out["box"] = box
+    return out
+
+
+def _min(e: Q, box: _Box) -> Q:
+    return _range(e, box, upper=False)
+
+
+def _zero_difference(bounds: dict) -> bool:
+    box = bounds["box"]
+    top = _range(bounds["Ud"], box, upper=True)
+    bot = _range(bounds["Ld"], box, upper=False)
+    return bool(all(v <= 0 for v in top.num) and all(v >= 0 for v in bot.num))
+
+
+def leaf_proves(bounds: dict, mode: str, epsilon: Fraction) -> bool:
+    """Does the leaf's :func:`propagate` result prove the question (see the module docstring)?"""
+    box = bounds["box"]
+    if mode in ("epsilon", "exact"):
+        eps = Fraction(0) if mode == "exact" else Fraction(epsilon)
+        top = _range(bounds["Ud"], box, upper=True)
+        bot = _range(bounds["Ld"], box, upper=False)
+        return all(Fraction(int(v), top.den) <= eps for v in top.num) and \
+            all(Fraction(int(v), bot.den) >= -eps for v in bot.num)
+    if mode != "top1":
+        raise ProofInvalid(f"unknown mode {mode!r}")
+    lf, uf, lg, ug, ld, ud = (bounds[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud"))
+    if _zero_difference(bounds):
+        return True  # f = g on the whole leaf: the same argmax, ties included
+    m = lf.shape[0]
+    for c in range(m):
+        ok = True
+        for j in range(m):
+            if j == c:
+                continue
+            a = _min(_vstack([lf[c:c + 1]]) - uf[j:j + 1], box)
+            if a.num[0] <= 0:
+                ok = False
+                break
+            own = _min(lg[c:c + 1] - ug[j:j + 1], box)
+            via = _min(lf[c:c + 1] - uf[j:j + 1] - ud[c:c + 1] + ld[j:j + 1], box)
+            if own.num[0] <= 0 and via.num[0] <= 0:
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+# -- split trees -------------------------------------------------------------------------------
+
+def check_tree(al: Aligned, lower: list, upper: list, tree: Mapping, mode: str, epsilon: Fraction) -> int:
+    """Check a split tree over ``[lower, upper]`` (exact rationals); return its number of leaves.
+
+    Raises :class:`ProofInvalid` naming the first node that fails.
+    """
+    if mode not in _MODES:
+        raise ProofInvalid(f"unknown mode {mode!r}")
+    n = al.n_in
+    if len(lower) != n or len(upper) != n:
+        raise ProofInvalid(f"the region has {len(lower)}/{len(upper)} bounds, the networks {n} inputs")
+    count = {"nodes": 0, "leaves": 0}
+
+    def walk(node, lo: list, hi: list, depth: int, path: str) -> None:
+        count["nodes"] += 1
+        if count["nodes"] > MAX_NODES:
+            raise ProofInvalid(f"split tree has more than {MAX_NODES} nodes")
+        if depth > MAX_DEPTH:
+            raise ProofInvalid(f"split tree deeper than {MAX_DEPTH} at {path}")
+        if not isinstance(node, Mapping):
+            raise ProofInvalid(f"tree node {path} is not an object")
+        if not node:
+            b = propagate(al, Q.of(lo), Q.of(hi))
+            if not leaf_proves(b, mode, epsilon):
+                raise ProofInvalid(f"leaf {path} (box {_box_text(lo, hi)}) does not prove the {mode} claim")
+            count["leaves"] += 1
+            return
+        if set(node) != {"dim", "at", "children"}:
+            raise ProofInvalid(f"tree node {path} has fields {sorted(node)}; expected dim, at, children")
+        dim = node["dim"]
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 0 <= dim < n:
+            raise ProofInvalid(f"tree node {path}: dim {dim!r} is not an input index below {n}")
+        at = parse_rational(node["at"])
+        if not lo[dim] < at < hi[dim]:
+            raise ProofInvalid(f"tree node {path}: cut {at} not strictly inside [{lo[dim]}, {hi[dim]}] of input {dim}")
+        kids = node["children"]
+        if not isinstance(kids, list) or len(kids) != 2:
+            raise ProofInvalid(f"tree node {path}: children must be a list of two nodes")
+        left_hi, right_lo = list(hi), list(lo)
+        left_hi[dim] = at
+        right_lo[dim] = at
+        walk(kids[0], lo, left_hi, depth + 1, path + ".0")
+        walk(kids[1], right_lo, hi, depth + 1, path + ".1")
+
+    walk(tree, [Fraction(v) for v in lower], [Fraction(v) for v in upper], 0, "root")
+    return count["leaves"]
+
+
+def _box_text(lo: list, hi: list) -> str:
+    parts = [f"[{float(a):.6g}, {float(b):.6g}]" for a, b in zip(lo[:4], hi[:4])]
+    return " x ".join(parts) + (" x ..." if len(lo) > 4 else "")
