@@ -151,23 +151,23 @@ def summarise(rows) -> str:
     """
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["data"], tuple(r["hidden"]), r["l1"], r["label"]), []).append(r)
+        groups.setdefault((r["data"], tuple(r["hidden"]), r["l1"], r["label"], r["rs"]), []).append(r)
 
     def ms(vals):
         m = float(np.mean(vals))
         return m, (float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
 
-    lines = ["| data | hidden | l1 | arm | seeds | test acc % (mean ± sd) | removed % (mean ± sd) | "
-             "certified | acc vs l1 only |", "|" + "---|" * 9]
-    for (data, hidden, l1, label), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
-                                                                                   kv[0][3] != "l1 only")):
+    lines = ["| data | hidden | l1 | arm | rs | seeds | test acc % (mean ± sd) | removed % (mean ± sd) | "
+             "certified | acc vs l1 only |", "|" + "---|" * 10]
+    for (data, hidden, l1, label, rs_text), rs in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3] != "l1 only", kv[0][4])):
         acc = ms([100 * r["test_accuracy"] for r in rs])
         rem = ms([r["removed_pct"] for r in rs])
         cert = sum(r["verdict"] == "certified" for r in rs)
-        base = groups.get((data, hidden, l1, "l1 only"))
+        base = groups.get((data, hidden, l1, "l1 only", "0"))
         delta = "" if label == "l1 only" or not base else \
             f"{acc[0] - float(np.mean([100 * r['test_accuracy'] for r in base])):+.1f} points"
-        lines.append(f"| {data} | {'x'.join(map(str, hidden))} | {l1:g} | {label} | {len(rs)} | "
+        lines.append(f"| {data} | {'x'.join(map(str, hidden))} | {l1:g} | {label} | {rs_text} | {len(rs)} | "
                      f"{acc[0]:.1f} ± {acc[1]:.1f} | {rem[0]:.1f} ± {rem[1]:.1f} | {cert}/{len(rs)} | {delta} |")
     return "\n".join(lines)
 
@@ -241,10 +241,25 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["mnist", "digits"], help="sweep datasets (default: both)")
     ap.add_argument("--widths", nargs="+", type=int, default=[25, 50, 100], help="sweep widths (default: 25 50 100)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="sweep seeds (default: 0 1 2)")
+    ap.add_argument("--summarise", nargs="+", default=None, metavar="RUNS.jsonl",
+                    help="only print the summary table of these runs files (deduplicated) and, with --out, "
+                         "write the plot there")
     ap.add_argument("--l1", nargs="+", type=float, default=[2e-4, 1e-3], help="sweep l1 values (default: 2e-4 1e-3)")
     ap.add_argument("--hinge", type=float, default=None,
                     help="sweep: one layer-1 hinge coefficient for every l1 (default: 0.05 at 2e-4, 0.2 at 1e-3)")
     args = ap.parse_args(argv)
+    if args.summarise:
+        rows = {}
+        for path in args.summarise:
+            with open(path) as f:
+                for line in f:
+                    if line.strip():
+                        r = json.loads(line)
+                        rows[_key(r)] = r
+        print(summarise(list(rows.values())))
+        if args.out:
+            plot(list(rows.values()), os.path.join(args.out, "removed_vs_accuracy.png"))
+        return 0
     if args.sweep:
         if not args.out:
             ap.error("--sweep needs --out (runs are appended to OUT/runs.jsonl)")

@@ -264,6 +264,16 @@ def _recheck_run(args) -> int:
     return 0 if summary["verdict"] == "certified" else 2
 
 
+def _result_inputs(path: str) -> int | None:
+    """The number of inputs of a check certificate's first region (for ``--domain box:LO,HI``)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lower = json.load(fh)["certificate"]["regions"][0]["lower"]
+        return len(lower) if isinstance(lower, list) else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+        return None  # recheck_check reports the unreadable file
+
+
 def _recheck_result(args) -> int:
     """``recheck RESULT.json``: the kernel re-proves a `check` certificate (exit 0 equivalent, 2 not)."""
     from .kernel.recheck_check import recheck_check
@@ -273,7 +283,7 @@ def _recheck_result(args) -> int:
     pinned = None
     if args.domain is not None:
         from .domain import parse_union
-        pinned = parse_union(args.domain).exact_boxes()
+        pinned = parse_union(args.domain, n=_result_inputs(args.folder)).exact_boxes()
     log = (lambda *a: None) if args.json else print
     summary = recheck_check(args.folder, model_a=args.model, model_b=args.model_b, domain=pinned, log=log)
     if args.json:
