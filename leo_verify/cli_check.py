@@ -143,8 +143,12 @@ def _run(args) -> int:
     check_sizes(f, g)
     box = parse_union(args.domain, n=f.input_size)
     from .progress import phase
-    with phase("check", total=len(box.boxes), enabled=not args.no_progress, unit="boxes") as bar:
-        result = check_union(f, g, box, progress=bar, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
+    from .certify.equivalence.from_certificate import from_compress_certificate
+    result = from_compress_certificate(args.model_a, args.model_b, box, mode=mode, epsilon=epsilon,
+                                       graphs=(f, g))
+    with phase("check", total=len(box.boxes), enabled=not args.no_progress and result is None,
+               unit="boxes") as bar:
+        result = result or check_union(f, g, box, progress=bar, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
                              solver=args.solver, seed=args.seed)
     if args.output is not None:
         ha, hb = sha256_file(args.model_a), sha256_file(args.model_b)

@@ -321,3 +321,42 @@ def test_check_certificate_not_written_for_a_float_answer(tmp_path):
     s = recheck_check(res, log=lambda *a: None)
     assert s["verdict"] == "not certified" and "certificate" in s["failed"]
     assert os.path.exists(res)
+
+
+# -- a network against its own compression: the compress certificate is reused ------------------
+
+def test_check_against_own_compression_reuses_the_certificate(tmp_path, capsys):
+    shared = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                          "benchmarks", "rl")
+    net, dom = os.path.join(shared, "cartpole.onnx"), os.path.join(shared, "cartpole_case_safe_14.vnnlib")
+    if not os.path.exists(net):
+        pytest.skip("shared benchmarks not mounted")
+    out = str(tmp_path / "c")
+    assert cli.main(["compress", net, "--domain", dom, "-o", out, "--no-checkpoint", "--no-progress"]) == 0
+    rep = json.load(open(os.path.join(out, "report.json")))
+    eps = rep["certificate"]["epsilon"]["compressed.onnx"]["float"]
+    comp = os.path.join(out, "compressed.onnx")
+    capsys.readouterr()
+    assert cli.main(["check", net, comp, "--domain", dom, "--epsilon", repr(eps), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "EQUIVALENT" in text and "method: certificate" in text
+    # a tolerance below the proven eps: the certificate does not answer it
+    from leo_verify.certify.equivalence.from_certificate import from_compress_certificate
+    from leo_verify.domain import parse_union
+    from leo_verify.io import load
+    f, g = load(net), load(comp)
+    d = parse_union([dom], n=f.input_size)
+    assert from_compress_certificate(net, comp, d, mode="epsilon", epsilon=eps, graphs=(f, g)) is not None
+    assert from_compress_certificate(net, comp, d, mode="epsilon", epsilon=eps / 4, graphs=(f, g)) is None
+    assert from_compress_certificate(net, comp, d, mode="top1", epsilon=eps, graphs=(f, g)) is None
+    # a larger domain than the certified one, another network as A, an edited certificate: not reused
+    wide = parse_union(["box:-10,10"], n=f.input_size)
+    assert from_compress_certificate(net, comp, wide, mode="epsilon", epsilon=eps, graphs=(f, g)) is None
+    other = str(tmp_path / "other.onnx")
+    save_onnx(perturbed(f, 0.01, 3), other, dtype="float32")
+    assert from_compress_certificate(other, comp, d, mode="epsilon", epsilon=eps) is None
+    cert = os.path.join(out, "proofs", "certificate.json")
+    doc = json.load(open(cert))
+    doc["epsilon"]["compressed.onnx"] = "1/1000000000000"
+    _write(cert, doc)
+    assert from_compress_certificate(net, comp, d, mode="epsilon", epsilon=eps, graphs=(f, g)) is None
