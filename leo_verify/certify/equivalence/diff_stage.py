@@ -41,6 +41,10 @@ __all__ = ["diff_stage", "MAX_SPLIT_INPUTS"]
 
 #: input splitting only for networks with at most this many inputs
 MAX_SPLIT_INPUTS = 16
+#: past its share, the search continues (once) for EXTEND_SHARE of the time left when at least
+#: EXTEND_SETTLED of the box (by volume) is proven
+EXTEND_SETTLED = 0.5
+EXTEND_SHARE = 0.85
 #: the search stops when no leaf was proven for max(STALL_SECONDS, STALL_SHARE * its time so far)
 STALL_SECONDS = 1.0
 STALL_SHARE = 0.5
@@ -260,8 +264,16 @@ def diff_stage(share: float = 0.6):
         push(root)
         start = last_proof = time.monotonic()
         stalled = False
-        while heap and time.monotonic() < deadline and ctx.left() > 0:
+        extended = False
+        while heap and ctx.left() > 0:
             now = time.monotonic()
+            if now >= deadline:
+                # anytime and fair: past its share, the search goes on only while it is more than
+                # half way through the box and still proving leaves (EXTEND_SHARE of what is left)
+                if extended or settled < EXTEND_SETTLED:
+                    break
+                extended = True
+                deadline = now + EXTEND_SHARE * ctx.left()
             if now - last_proof > max(STALL_SECONDS, STALL_SHARE * (now - start)):
                 stalled = True  # no leaf proven for a while: leave the time to the other provers
                 break
