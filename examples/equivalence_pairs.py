@@ -92,7 +92,7 @@ QUESTIONS = (("epsilon", 0.05), ("epsilon", 0.01), ("top1", 0.0))
 KINDS = ("prune-1%", "prune-5%", "prune-10%", "fp16", "prune-5%+noise")
 
 
-def run(quick: bool, time_limit: float, out: str | None, *, kinds=None, only=None) -> int:
+def run(quick: bool, time_limit: float, out: str | None, *, kinds=None, only=None, workers: int = 2) -> int:
     from leo_verify.certify.union_check import check_union
     from leo_verify.domain import parse_union
     from leo_verify.io import load
@@ -107,7 +107,7 @@ def run(quick: bool, time_limit: float, out: str | None, *, kinds=None, only=Non
             g = transform(f, kind)
             for mode, eps in QUESTIONS:
                 t0 = time.perf_counter()
-                r = check_union(f, g, domain, mode=mode, epsilon=eps, time_limit=time_limit)
+                r = check_union(f, g, domain, mode=mode, epsilon=eps, time_limit=time_limit, workers=workers)
                 wall = time.perf_counter() - t0
                 row = {"case": label, "pair": kind, "question": mode if mode == "top1" else f"eps {eps:g}",
                        "verdict": r.verdict, "method": r.method, "seconds": round(wall, 2),
@@ -149,10 +149,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="cartpole and ACAS 1_1 prop_3, 2 pair kinds")
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per check (default: 60)")
     ap.add_argument("--out", default=None, help="write pairs.json and pairs.md there")
+    ap.add_argument("--workers", type=int, default=2, help="check's exact re-proof processes (default: 2)")
     ap.add_argument("--kinds", nargs="+", default=None, choices=KINDS, help="pair kinds (default: all)")
     ap.add_argument("--only", nargs="+", default=None, help="only cases whose label contains one of these")
     args = ap.parse_args(argv)
-    return run(args.quick, args.time_limit, args.out, kinds=args.kinds, only=args.only)
+    return run(args.quick, args.time_limit, args.out, kinds=args.kinds, only=args.only, workers=args.workers)
 
 
 if __name__ == "__main__":

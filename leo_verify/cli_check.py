@@ -46,6 +46,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=("scip", "highs"), default="scip",
                    help="MILP solver of the joint-MILP stage: SCIP through OR-Tools, or HiGHS")
     p.add_argument("--seed", type=int, default=0, help="seed of the falsification campaign")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="processes for the exact re-proofs of the differential prover's leaves "
+                        "(default 2; 1 runs them inline)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("-o", "--output", default=None, metavar="RESULT.json",
                    help="write the full result (with the counterexample) as JSON")
@@ -132,6 +135,8 @@ def _run(args) -> int:
     from .domain import parse_union
     if args.time_limit is None or not (math.isfinite(args.time_limit) and args.time_limit > 0):
         raise UsageError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.epsilon is not None and not (math.isfinite(args.epsilon) and args.epsilon >= 0):
         raise UsageError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
     mode = "exact" if args.exact else "top1" if args.top1 else "epsilon"
@@ -149,7 +154,7 @@ def _run(args) -> int:
     with phase("check", total=len(box.boxes), enabled=not args.no_progress and result is None,
                unit="boxes") as bar:
         result = result or check_union(f, g, box, progress=bar, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
-                             solver=args.solver, seed=args.seed)
+                             solver=args.solver, seed=args.seed, workers=args.workers)
     if args.output is not None:
         ha, hb = sha256_file(args.model_a), sha256_file(args.model_b)
         doc = {"schema": "leo_verify.check/1",

@@ -70,11 +70,12 @@ import numpy as np
 from ..graph import Graph
 from .exact import ProofInvalid, Q, int_matmul, limbs_of, parse_rational
 
-__all__ = ["GRID_BITS", "chain", "align", "Aligned", "propagate", "leaf_proves", "check_tree",
+__all__ = ["GRID_BITS", "chain", "align", "Aligned", "propagate", "leaf_proves", "leaf_proves_batch",
+           "stack_boxes", "check_tree", "BATCH",
            "MAX_DEPTH", "MAX_NODES"]
 
 #: symbolic coefficients and concrete bounds live on the grid 2^-GRID_BITS
-GRID_BITS = 48
+GRID_BITS = 32
 _GRID = 1 << GRID_BITS
 #: a split tree deeper than this, or with more nodes, is refused (a hostile file must not hang recheck)
 MAX_DEPTH = 64
@@ -143,9 +144,18 @@ class _Mat:
         self.limbs = limbs_of(self.wt, self.wt.shape[0]) if self.wt.size else None
 
     def __matmul__(self, x: Q) -> Q:
-        if not self.wt.size or not x.num.size:
-            return self.w @ x
-        return Q(int_matmul(np.ascontiguousarray(x.num.T), self.wt, b_limbs=self.limbs).T, self.w.den * x.den)
+        """``W @ x`` for ``x`` of shape ``(k, c)`` or a batch ``(B, k, c)``."""
+        if x.num.ndim == 3:
+            bsz, k, c = x.num.shape
+            flat = np.ascontiguousarray(x.num.transpose(0, 2, 1).reshape(bsz * c, k))
+            out = self._mul(flat, x.den).num  # (B c, m)
+            return Q(out.reshape(bsz, c, -1).transpose(0, 2, 1), self.w.den * x.den)
+        return Q(self._mul(np.ascontiguousarray(x.num.T), x.den).num.T, self.w.den * x.den)
+
+    def _mul(self, xt: np.ndarray, den: int) -> Q:
+        if not self.wt.size or not xt.size:
+            return Q(np.zeros((xt.shape[0], self.wt.shape[1]), dtype=object) * 0, 1)
+        return Q(int_matmul(xt, self.wt, b_limbs=self.limbs), 1)
 
 
 def _lcm(parts: list) -> int:
@@ -203,23 +213,35 @@ def _ceil_grid(num: np.ndarray, den: int) -> np.ndarray:
 
 
 class _Box:
+    """``lo``, ``hi``: :class:`Q` of shape ``(n,)`` (one box) or ``(B, n)`` (a batch of boxes)."""
+
     def __init__(self, lo: Q, hi: Q):
         self.lo, self.hi = lo, hi
 
 
+# Every function below works on one box (eqs ``(m, n + 1)``) or on a batch of boxes (eqs
+# ``(B, m, n + 1)``): the leading axes broadcast (numpy ``...``), so a batch pays numpy's
+# per-call overhead once.
+
+def _dot_box(c: Q, v: Q) -> Q:
+    """``sum_i c[..., j, i] v[..., i]`` (``c``: (..., m, n); ``v``: (..., n))."""
+    return Q((c.num * v.num[..., None, :]).sum(axis=-1), c.den * v.den)
+
+
 def _range(e: Q, box: _Box, *, upper: bool) -> Q:
     """``max`` (``upper``) or ``min`` over the box of each row of ``e`` ([C | d]), exact."""
-    c, d = Q(e.num[:, :-1], e.den), Q(e.num[:, -1], e.den)
+    c, d = Q(e.num[..., :-1], e.den), Q(e.num[..., -1], e.den)
     if upper:
-        return c.pos() @ box.hi + c.neg_part() @ box.lo + d
-    return c.pos() @ box.lo + c.neg_part() @ box.hi + d
+        return _dot_box(c.pos(), box.hi) + _dot_box(c.neg_part(), box.lo) + d
+    return _dot_box(c.pos(), box.lo) + _dot_box(c.neg_part(), box.hi) + d
 
 
 def _ranges(e: Q, box: _Box) -> tuple[Q, Q]:
     """``(min, max)`` over the box of each row of ``e``, exact (one split into signs)."""
-    c, d = Q(e.num[:, :-1], e.den), Q(e.num[:, -1], e.den)
+    c, d = Q(e.num[..., :-1], e.den), Q(e.num[..., -1], e.den)
     cp, cn = c.pos(), c.neg_part()
-    return cp @ box.lo + cn @ box.hi + d, cp @ box.hi + cn @ box.lo + d
+    return (_dot_box(cp, box.lo) + _dot_box(cn, box.hi) + d,
+            _dot_box(cp, box.hi) + _dot_box(cn, box.lo) + d)
 
 
 def _coarsen(e: Q, box: _Box, *, upper: bool) -> Q:
@@ -231,19 +253,19 @@ def _coarsen(e: Q, box: _Box, *, upper: bool) -> Q:
     """
     if e.den == _GRID:
         return e
-    c = e.num[:, :-1]
+    c = e.num[..., :-1]
     cg = _ceil_grid(c, e.den) if upper else _floor_grid(c, e.den)
     rest = Q(c * _GRID - cg * e.den, e.den * _GRID)  # c - c', exactly
-    const = Q(e.num[:, -1], e.den) + rest @ box.lo
+    const = Q(e.num[..., -1], e.den) + _dot_box(rest, box.lo)
     cn = _ceil_grid(const.num, const.den) if upper else _floor_grid(const.num, const.den)
-    return Q(np.concatenate([cg, cn.reshape(-1, 1)], axis=1), _GRID)
+    return Q(np.concatenate([cg, cn[..., None]], axis=-1), _GRID)
 
 
 def _grid_vec(v: Q, *, up: bool) -> Q:
     return Q(_ceil_grid(v.num, v.den) if up else _floor_grid(v.num, v.den), _GRID)
 
 
-def _affine(w: Q, b: Q, lower: Q, upper: Q, box: _Box) -> tuple[Q, Q]:
+def _affine(w, b: Q, lower: Q, upper: Q, box: _Box) -> tuple[Q, Q]:
     """Bounds of ``W a + b`` from bounds ``lower <= a <= upper``; ``w`` = ``[W+ | W-]``."""
     lo = w @ _vstack([lower, upper])
     hi = w @ _vstack([upper, lower])
@@ -252,15 +274,15 @@ def _affine(w: Q, b: Q, lower: Q, upper: Q, box: _Box) -> tuple[Q, Q]:
 
 
 def _vstack(parts: list) -> Q:
+    """Concatenate along the row axis (``-2``)."""
     den = _lcm(parts)
-    return Q(np.concatenate([p.num * (den // p.den) for p in parts], axis=0), den)
+    return Q(np.concatenate([p.num * (den // p.den) for p in parts], axis=-2), den)
 
 
 def _add_const(e: Q, b: Q) -> Q:
-    num = e.num.copy()
-    a, bb, den = Q(num, e.den)._align(b)
+    a, bb, den = e._align(b)
     a = a.copy()
-    a[:, -1] = a[:, -1] + bb
+    a[..., -1] = a[..., -1] + bb
     return Q(a, den)
 
 
@@ -269,15 +291,19 @@ def _bool(a) -> np.ndarray:
 
 
 def _scale_rows(e: Q, s: Q) -> Q:
-    return Q(e.num * s.num.reshape(-1, 1), e.den * s.den)
+    return Q(e.num * s.num[..., None], e.den * s.den)
 
 
-def _select(masks: list, options: list, width: int | None = None) -> Q:
+def _zeros_like(e: Q) -> Q:
+    return Q(np.zeros(e.shape, dtype=object) * 0, 1)
+
+
+def _select(masks: list, options: list) -> Q:
     """Row ``j`` from ``options[k]`` for the first ``k`` whose mask holds at ``j`` (the last is the default)."""
     den = _lcm(options)
     out = options[-1].num * (den // options[-1].den)
     for m, o in reversed(list(zip(masks, options[:-1]))):
-        out = np.where(m.reshape(-1, 1), o.num * (den // o.den), out)
+        out = np.where(m[..., None], o.num * (den // o.den), out)
     return Q(out, den)
 
 
@@ -291,8 +317,7 @@ def _relu_upper(e: Q, box: _Box, rng: tuple | None = None) -> Q:
     safe = np.where(pos | neg, 1, span)
     s = Q(np.where(pos | neg, 0, -((-a * _GRID) // safe)), _GRID)
     chord = _scale_rows(_add_const(e, -m), s)
-    zero = Q(np.zeros(e.shape, dtype=object) * 0, 1)
-    return _coarsen(_select([pos, neg], [e, zero, chord], e.shape[0]), box, upper=True)
+    return _coarsen(_select([pos, neg], [e, _zeros_like(e), chord]), box, upper=True)
 
 
 def _relu_lower(e: Q, box: _Box, rng: tuple | None = None) -> Q:
@@ -300,8 +325,7 @@ def _relu_lower(e: Q, box: _Box, rng: tuple | None = None) -> Q:
     m, mm = rng or _ranges(e, box)
     a, bb, _ = mm._align(m)
     keep = _bool(m.num >= 0) | (_bool(mm.num > 0) & _bool(a > -bb))  # stable active, or unstable with M > -m
-    zero = Q(np.zeros(e.shape, dtype=object) * 0, 1)
-    return _select([keep], [e, zero], e.shape[0])
+    return _select([keep], [e, _zeros_like(e)])
 
 
 def _pick(cands: list, box: _Box, *, upper: bool) -> Q:
@@ -327,14 +351,18 @@ def propagate(al: Aligned, lo: Q, hi: Q) -> dict:
     """Exact symbolic bounds of both networks' logits and their difference on ``[lo, hi]``.
 
     Returns ``{"Lf", "Uf", "Lg", "Ug", "Ld", "Ud"}`` (each an :class:`Q` matrix
-    ``[coefficients | constant]``, one row per output) and ``"box"``.
+    ``[coefficients | constant]``, one row per output) and ``"box"``.  ``lo``, ``hi`` of shape
+    ``(B, n)`` bound a batch of ``B`` boxes at once (the matrices get a leading axis ``B``):
+    the same arithmetic, numpy's per-call overhead paid once.
     """
     box = _Box(lo, hi)
     n = al.n_in
-    ident = Q(np.concatenate([np.eye(n, dtype=object) * 1, np.zeros((n, 1), dtype=object) * 0], axis=1), 1)
+    lead = lo.num.shape[:-1]  # () for one box, (B,) for a batch
+    eye = np.concatenate([np.eye(n, dtype=object) * 1, np.zeros((n, 1), dtype=object) * 0], axis=1)
+    ident = Q(np.broadcast_to(eye, lead + eye.shape).copy(), 1)
     packed = al.packed()
     la_f = ua_f = la_g = ua_g = ident
-    lda = uda = Q(np.zeros((n, n + 1), dtype=object) * 0, 1)
+    lda = uda = Q(np.zeros(lead + (n, n + 1), dtype=object) * 0, 1)
     out = None
     for k, p in enumerate(packed):
         lf, uf = _affine(p["f"], p["bf"], la_f, ua_f, box)
@@ -360,7 +388,7 @@ def propagate(al: Aligned, lo: Q, hi: Q) -> dict:
         neg_lo_f = Q(-lo_f.num, lo_f.den)
         # always valid (relu is monotone and 1-Lipschitz): min(d, 0) <= a_f - a_g <= max(d, 0)
         gen_up = _relu_upper(ud, box)
-        gen_lo = Q(-_relu_upper(Q(-ld.num, ld.den), box).num, _GRID)
+        gen_lo = -_relu_upper(-ld, box)
         case_lo = _select(
             [f_off, g_off, f_on & g_on, f_on, g_on],
             [Q(-ua_g.num, ua_g.den), la_f, ld, _shift(ld, lo_g), ld, gen_lo])
@@ -418,6 +446,26 @@ def leaf_proves(bounds: dict, mode: str, epsilon: Fraction) -> bool:
     return False
 
 
+def leaf_proves_batch(bounds: dict, mode: str, epsilon: Fraction) -> list:
+    """:func:`leaf_proves` for every box of a batch :func:`propagate` result."""
+    box = bounds["box"]
+    out = []
+    for i in range(box.lo.num.shape[0]):
+        one = {k: Q(v.num[i], v.den) for k, v in bounds.items() if k != "box"}
+        one["box"] = _Box(Q(box.lo.num[i], box.lo.den), Q(box.hi.num[i], box.hi.den))
+        out.append(leaf_proves(one, mode, epsilon))
+    return out
+
+
+def stack_boxes(boxes: list) -> tuple[Q, Q]:
+    """``[(lo, hi), ...]`` (lists of Fractions) as two ``(B, n)`` :class:`Q` arrays."""
+    return Q.of([b[0] for b in boxes]), Q.of([b[1] for b in boxes])
+
+
+#: leaves re-proved together (one batched propagation)
+BATCH = 32
+
+
 # -- split trees -------------------------------------------------------------------------------
 
 def check_tree(al: Aligned, lower: list, upper: list, tree: Mapping, mode: str, epsilon: Fraction) -> int:
@@ -441,9 +489,7 @@ def check_tree(al: Aligned, lower: list, upper: list, tree: Mapping, mode: str, 
         if not isinstance(node, Mapping):
             raise ProofInvalid(f"tree node {path} is not an object")
         if not node:
-            b = propagate(al, Q.of(lo), Q.of(hi))
-            if not leaf_proves(b, mode, epsilon):
-                raise ProofInvalid(f"leaf {path} (box {_box_text(lo, hi)}) does not prove the {mode} claim")
+            leaves.append((lo, hi, path))
             count["leaves"] += 1
             return
         if set(node) != {"dim", "at", "children"}:
@@ -463,7 +509,14 @@ def check_tree(al: Aligned, lower: list, upper: list, tree: Mapping, mode: str, 
         walk(kids[0], lo, left_hi, depth + 1, path + ".0")
         walk(kids[1], right_lo, hi, depth + 1, path + ".1")
 
+    leaves: list = []
     walk(tree, [Fraction(v) for v in lower], [Fraction(v) for v in upper], 0, "root")
+    for k in range(0, len(leaves), BATCH):
+        part = leaves[k:k + BATCH]
+        lo_q, hi_q = stack_boxes([(lo, hi) for lo, hi, _ in part])
+        for (lo, hi, path), ok in zip(part, leaf_proves_batch(propagate(al, lo_q, hi_q), mode, epsilon)):
+            if not ok:
+                raise ProofInvalid(f"leaf {path} (box {_box_text(lo, hi)}) does not prove the {mode} claim")
     return count["leaves"]
 
 

@@ -261,7 +261,7 @@ def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
                       epsilon: float = 1e-6, time_limit: float = 60.0, solver: str = "scip",
                       seed: int = 0, provers: Sequence | None = None,
                       methods: Sequence[str] | None = None, fuzz_options: dict | None = None,
-                      z3_max_neurons: int = Z3_MAX_NEURONS, share: bool = True) -> CheckResult:
+                      z3_max_neurons: int = Z3_MAX_NEURONS, share: bool = True, workers: int = 1) -> CheckResult:
     """Decide whether ``f`` and ``g`` agree on ``box`` (see the module docstring).
 
     Networks with output heads (:mod:`leo_verify.heads`) are compared on their
@@ -286,6 +286,7 @@ def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
         unstable neurons (or when ``f`` and ``g`` share all their terms).
     share : compute values ``f`` and ``g`` share once (see :class:`Canon`);
         ``False`` encodes two independent copies (for measurements).
+    workers : processes for the differential prover's exact leaf re-proofs (1: inline).
 
     Returns
     -------
@@ -311,20 +312,20 @@ def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
     if f.op(f.output_name).head != "none" or g.op(g.output_name).head != "none":
         def run(m: str, eps: float) -> CheckResult:
             return _check_logits(f, g, box, m, eps, time_limit, solver, seed, provers, methods,
-                                 fuzz_options, z3_max_neurons, share)
+                                 fuzz_options, z3_max_neurons, share, workers)
         return _check_with_heads(f, g, box, mode, epsilon, run)
     return _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
-                         fuzz_options, z3_max_neurons, share)
+                         fuzz_options, z3_max_neurons, share, workers)
 
 
 def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
-                  fuzz_options, z3_max_neurons, share) -> CheckResult:
+                  fuzz_options, z3_max_neurons, share, workers=1) -> CheckResult:
     """:func:`check_equivalence` on the logits (the networks' outputs before any head)."""
     ctx = _Ctx(f, g, box, mode, epsilon, time_limit, solver, seed)
     ctx.share = bool(share)
     # (stage name, method it belongs to, function)
     plan: list = [("fuzz", "fuzz", _fuzz_stage(dict(fuzz_options or {}))),
-                  ("diff", "diff", diff_stage(DIFF_SHARE))]
+                  ("diff", "diff", diff_stage(DIFF_SHARE, workers=workers))]
     hooks = STRUCTURAL_PROVERS if provers is None else list(provers)
     for p in hooks:
         plan.append((_prover_name(p), "structural", _hook_stage(p, HOOK_SHARE)))

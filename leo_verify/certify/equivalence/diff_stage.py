@@ -33,9 +33,10 @@ from fractions import Fraction
 import numpy as np
 
 from ...kernel import diff as kdiff
-from ...kernel.exact import Q, fraction_str
+from ...kernel.exact import fraction_str
 from ...semantics import evaluate
 from .context import _Ctx, _Decided, _tell
+from .exact_leaves import ExactQueue
 
 __all__ = ["diff_stage", "MAX_SPLIT_INPUTS"]
 
@@ -232,102 +233,115 @@ def _probe(ctx: _Ctx, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) 
             ctx.candidate(pts[i], "diff")
 
 
-def diff_stage(share: float = 0.6):
-    """The stage function: runs for at most ``share`` of the time left (see the module docstring)."""
+def diff_stage(share: float = 0.6, *, workers: int = 1):
+    """The stage function: runs for at most ``share`` of the time left (see the module docstring);
+    ``workers > 1``: exact re-proofs on that many processes (:mod:`.exact_leaves`)."""
     def run(ctx: _Ctx, entry: dict):
         al = kdiff.align(ctx.f, ctx.g)
         if isinstance(al, str):
             return f"not applicable: {al}"
-        deadline = time.monotonic() + share * ctx.left()
-        nets = _FloatNets(al)
-        eps = Fraction(ctx.epsilon)
-        split = ctx.box.size <= MAX_SPLIT_INPUTS
-        rng = np.random.default_rng(ctx.seed)
-        lo0 = [Fraction(float(v)) for v in ctx.box.lower]
-        hi0 = [Fraction(float(v)) for v in ctx.box.upper]
-        root = _Node(lo0, hi0, 1.0)
-        heap: list = []
-        tick = 0
-        settled = 0.0
-        leaves_exact = 0
-        exact_time = 0.0
-        last_tell = time.monotonic()
-
-        def push(node: _Node) -> None:
-            nonlocal tick
-            lo, hi = np.array([float(v) for v in node.lo]), np.array([float(v) for v in node.hi])
-            b = float_bounds(nets, lo, hi)
-            ex, sens = _excess(b, lo, hi, ctx.mode, ctx.epsilon)
-            tick += 1
-            heapq.heappush(heap, (0 if ex <= 0 else 1, -node.volume, tick, node, ex, sens))
-
-        push(root)
-        start = last_proof = time.monotonic()
-        stalled = False
-        extended = False
-        while heap and ctx.left() > 0:
-            now = time.monotonic()
-            if now >= deadline:
-                # anytime and fair: past its share, the search goes on only while it is more than
-                # half way through the box and still proving leaves (EXTEND_SHARE of what is left)
-                if extended or settled < EXTEND_SETTLED:
-                    break
-                extended = True
-                deadline = now + EXTEND_SHARE * ctx.left()
-            if now - last_proof > max(STALL_SECONDS, STALL_SHARE * (now - start)):
-                stalled = True  # no leaf proven for a while: leave the time to the other provers
-                break
-            believed, _, _, node, ex, sens = heapq.heappop(heap)
-            lo = np.array([float(v) for v in node.lo])
-            hi = np.array([float(v) for v in node.hi])
-            if ex <= 0:
-                t0 = time.monotonic()
-                b = kdiff.propagate(al, Q.of(node.lo), Q.of(node.hi))
-                ok = kdiff.leaf_proves(b, ctx.mode, eps)
-                exact_time += time.monotonic() - t0
-                if ok:
-                    node.proved = True
-                    last_proof = time.monotonic()
-                    settled += node.volume
-                    leaves_exact += 1
-                    if time.monotonic() - last_tell > 1.0:
-                        last_tell = time.monotonic()
-                        _tell({"stage": "diff", "outcome": f"{100 * settled:.1f} % of the box proven, "
-                                                            f"{len(heap)} open", "time": 0.0, "running": True})
-                    continue
-                ex = 1.0  # the float search was too optimistic here: split it
-            _probe(ctx, lo, hi, rng)
-            if not split:
-                break
-            width = hi - lo
-            score = width * (sens + 1e-12) if sens is not None and sens.size else width
-            dim = int(np.argmax(score))
-            at = (node.lo[dim] + node.hi[dim]) / 2
-            if not node.lo[dim] < at < node.hi[dim]:
-                break  # cannot split further (the box is a point in that dimension)
-            node.dim, node.at = dim, at
-            left_hi, right_lo = list(node.hi), list(node.lo)
-            left_hi[dim] = at
-            right_lo[dim] = at
-            node.kids = (_Node(node.lo, left_hi, node.volume / 2), _Node(right_lo, node.hi, node.volume / 2))
-            for kid in node.kids:
-                push(kid)
-        entry.update(leaves=leaves_exact, settled=round(settled, 6), exact_seconds=round(exact_time, 3),
-                     open=len(heap), stalled=stalled)
-        if not heap and _all_proved(root):
-            tree = _tree_json(root)
-            raise _Decided(ctx.result(
-                "equivalent", method="diff", proof="exact",
-                reason=(f"differential bounds (symbolic, input splitting) prove the {ctx.mode} claim on "
-                        f"all {leaves_exact} leaves of a split tree, each re-proved in exact arithmetic"),
-                certificate={"mode": ctx.mode, "epsilon": fraction_str(eps if ctx.mode == "epsilon" else Fraction(0)),
-                             "regions": [
-                    {"lower": [fraction_str(v) for v in lo0], "upper": [fraction_str(v) for v in hi0],
-                     "method": "diff-tree", "leaves": leaves_exact, "tree": tree}]}))
-        return (f"{100 * settled:.1f} % of the box proven ({leaves_exact} exact leaves), {len(heap)} open"
-                + (" (stalled: no leaf proven lately)" if stalled else "")
-                + ("" if split else f"; no input splitting above {MAX_SPLIT_INPUTS} inputs"))
+        queue = ExactQueue(al, ctx.mode, Fraction(ctx.epsilon), workers=workers)
+        try:
+            return _search(ctx, entry, al, queue, share)
+        finally:
+            queue.close()
     return run
+
+
+def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
+    deadline = time.monotonic() + share * ctx.left()
+    nets = _FloatNets(al)
+    eps = Fraction(ctx.epsilon)
+    split = ctx.box.size <= MAX_SPLIT_INPUTS
+    rng = np.random.default_rng(ctx.seed)
+    lo0 = [Fraction(float(v)) for v in ctx.box.lower]
+    hi0 = [Fraction(float(v)) for v in ctx.box.upper]
+    root = _Node(lo0, hi0, 1.0)
+    heap: list = []
+    st = {"tick": 0, "settled": 0.0, "leaves": 0, "last_tell": time.monotonic()}
+
+    def push(node: _Node, *, force_split: bool = False) -> None:
+        lo, hi = np.array([float(v) for v in node.lo]), np.array([float(v) for v in node.hi])
+        b = float_bounds(nets, lo, hi)
+        ex, sens = _excess(b, lo, hi, ctx.mode, ctx.epsilon)
+        if force_split:
+            ex = max(ex, 1.0)  # the float search was too optimistic here: split it
+        st["tick"] += 1
+        heapq.heappush(heap, (0 if ex <= 0 else 1, -node.volume, st["tick"], node, ex, sens))
+
+    def take(results) -> None:
+        for node, ok in results:
+            if ok:
+                node.proved = True
+                st["last_proof"] = time.monotonic()
+                st["settled"] += node.volume
+                st["leaves"] += 1
+            else:
+                push(node, force_split=True)
+        if time.monotonic() - st["last_tell"] > 1.0:
+            st["last_tell"] = time.monotonic()
+            _tell({"stage": "diff", "outcome": f"{100 * st['settled']:.1f} % of the box proven, "
+                                                f"{len(heap)} open", "time": 0.0, "running": True})
+
+    push(root)
+    start = st["last_proof"] = time.monotonic()
+    stalled = extended = stuck = False
+    while (heap or queue.busy()) and ctx.left() > 0:
+        now = time.monotonic()
+        if now >= deadline:
+            # anytime and fair: past its share, the search goes on only while it is more than
+            # half way through the box and still proving leaves (EXTEND_SHARE of what is left)
+            if extended or st["settled"] < EXTEND_SETTLED:
+                break
+            extended = True
+            deadline = now + EXTEND_SHARE * ctx.left()
+        if now - st["last_proof"] > max(STALL_SECONDS, STALL_SHARE * (now - start)):
+            stalled = True  # no leaf proven for a while: leave the time to the other provers
+            break
+        take(queue.poll())
+        if not heap:
+            take(queue.poll(block=True, timeout=max(0.01, min(deadline, ctx.deadline) - now)))
+            continue
+        _, _, _, node, ex, sens = heapq.heappop(heap)
+        if ex <= 0:
+            queue.add(node)
+            continue
+        lo = np.array([float(v) for v in node.lo])
+        hi = np.array([float(v) for v in node.hi])
+        _probe(ctx, lo, hi, rng)
+        if not split:
+            stuck = True
+            break
+        width = hi - lo
+        score = width * (sens + 1e-12) if sens is not None and sens.size else width
+        dim = int(np.argmax(score))
+        at = (node.lo[dim] + node.hi[dim]) / 2
+        if not node.lo[dim] < at < node.hi[dim]:
+            stuck = True
+            break  # cannot split further (the box is a point in that dimension)
+        node.dim, node.at = dim, at
+        left_hi, right_lo = list(node.hi), list(node.lo)
+        left_hi[dim] = at
+        right_lo[dim] = at
+        node.kids = (_Node(node.lo, left_hi, node.volume / 2), _Node(right_lo, node.hi, node.volume / 2))
+        for kid in node.kids:
+            push(kid)
+    settled, leaves = st["settled"], st["leaves"]
+    entry.update(leaves=leaves, settled=round(settled, 6), exact_seconds=round(queue.seconds, 3),
+                 open=len(heap), stalled=stalled, workers=queue.workers if queue.pool is not None else 1)
+    if not stuck and not heap and not queue.busy() and _all_proved(root):
+        tree = _tree_json(root)
+        raise _Decided(ctx.result(
+            "equivalent", method="diff", proof="exact",
+            reason=(f"differential bounds (symbolic, input splitting) prove the {ctx.mode} claim on "
+                    f"all {leaves} leaves of a split tree, each re-proved in exact arithmetic"),
+            certificate={"mode": ctx.mode, "epsilon": fraction_str(eps if ctx.mode == "epsilon" else Fraction(0)),
+                         "regions": [
+                {"lower": [fraction_str(v) for v in lo0], "upper": [fraction_str(v) for v in hi0],
+                 "method": "diff-tree", "leaves": leaves, "tree": tree}]}))
+    return (f"{100 * settled:.1f} % of the box proven ({leaves} exact leaves), {len(heap)} open"
+            + (" (stalled: no leaf proven lately)" if stalled else "")
+            + ("" if split else f"; no input splitting above {MAX_SPLIT_INPUTS} inputs"))
 
 
 def _all_proved(node: _Node) -> bool:
