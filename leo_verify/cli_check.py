@@ -41,6 +41,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                    help="prove argmax A(x) == argmax B(x) (first index on ties); softmax, "
                         "log-softmax, sigmoid, tanh and argmax heads keep the logits' argmax, "
                         "so the logits are compared")
+    q.add_argument("--top1-confidence", type=float, default=None, metavar="DELTA",
+                   help="prove: wherever softmax(A(x))_c > DELTA (softmax of A's logits), argmax B(x) = c "
+                        "(VeryDiff's delta-top-1; no default: give DELTA, e.g. 0.9)")
     p.add_argument("--time-limit", type=float, default=60.0, metavar="S",
                    help="overall seconds (default 60); out of time -> unknown (exit 2)")
     p.add_argument("--solver", choices=("scip", "highs"), default="scip",
@@ -57,11 +60,12 @@ def _args(p: argparse.ArgumentParser) -> None:
 def summary(result) -> str:
     """A few human lines: verdict, method, max difference seen, time."""
     mode = {"epsilon": f"epsilon = {result.epsilon:g}", "exact": "exact",
-            "top1": "top-1 (argmax)"}[result.mode]
+            "top1": "top-1 (argmax)",
+            "top1-confidence": f"delta-top-1, delta = {result.epsilon:g}"}[result.mode]
     lines = [f"verdict: {result.verdict.upper()} ({mode})"]
     if result.verdict != "unknown":
         lines.append(f"method: {result.method}" + (f", proof: {result.proof}" if result.proof else ""))
-    what = "max disagreement margin seen" if result.mode == "top1" else "max |A - B| seen at any point"
+    what = "max disagreement margin seen" if result.mode.startswith("top1") else "max |A - B| seen at any point"
     lines.append(f"{what}: {result.max_diff_seen:.6g}")
     if result.best_bound is not None:
         lines.append(f"proven bound on max_i |A_i(x) - B_i(x)| over the domain (the outputs before any "
@@ -70,7 +74,7 @@ def summary(result) -> str:
     if cex is not None:
         pt = ", ".join(f"{v:.9g}" for v in cex["point"][:8]) + (", ..." if len(cex["point"]) > 8 else "")
         lines.append(f"counterexample: x = [{pt}]")
-        if result.mode == "top1":
+        if result.mode.startswith("top1"):
             lines.append(f"  argmax A = {cex['argmax_f']}, argmax B = {cex['argmax_g']}")
         else:
             i = cex["output"]
@@ -125,8 +129,11 @@ def _certificate(result, ha: str, hb: str) -> dict | None:
         return None
     if result.mode == "epsilon" and c["epsilon"] != fraction_str(Fraction(result.epsilon)):
         return None
+    if result.mode == "top1-confidence" and c.get("delta") != fraction_str(Fraction(result.epsilon)):
+        return None
+    extra = {"delta": c["delta"]} if result.mode == "top1-confidence" else {}
     return {"format": "leo_verify.check-certificate/1", "a": {"sha256": ha}, "b": {"sha256": hb},
-            "mode": c["mode"], "epsilon": c["epsilon"], "regions": c["regions"]}
+            "mode": c["mode"], "epsilon": c["epsilon"], **extra, "regions": c["regions"]}
 
 
 def _run(args) -> int:
@@ -141,6 +148,10 @@ def _run(args) -> int:
         raise UsageError(f"--epsilon must be a finite number >= 0, got {args.epsilon}")
     mode = "exact" if args.exact else "top1" if args.top1 else "epsilon"
     epsilon = 1e-6 if args.epsilon is None else args.epsilon
+    if args.top1_confidence is not None:
+        if not (math.isfinite(args.top1_confidence) and 0 < args.top1_confidence < 1):
+            raise UsageError(f"--top1-confidence must be in (0, 1), got {args.top1_confidence}")
+        mode, epsilon = "top1-confidence", args.top1_confidence
     if args.output is not None:
         check_output_path(args.output, [args.model_a, args.model_b, *args.domain])
     f = load_model(args.model_a)

@@ -360,3 +360,69 @@ def test_check_against_own_compression_reuses_the_certificate(tmp_path, capsys):
     doc["epsilon"]["compressed.onnx"] = "1/1000000000000"
     _write(cert, doc)
     assert from_compress_certificate(net, comp, d, mode="epsilon", epsilon=eps, graphs=(f, g)) is None
+
+
+# -- delta-top-1 (--top1-confidence) ------------------------------------------------------------
+
+def confident_pair():
+    f = networks_fixed()
+    op = f.op("fc2")
+    f.replace("fc2", Affine(op.weight * 4, op.bias))
+    return f, perturbed(f, 0.3, 5)
+
+
+def sampled_violations(f, g, delta, n=100_000):
+    from leo_verify.semantics import evaluate
+    x = np.random.default_rng(0).uniform(0, 1, (n, 2))
+    a, b = evaluate(f, x), evaluate(g, x)
+    p = np.exp(a - a.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return int(((p > delta) & (np.arange(a.shape[1])[None, :] != b.argmax(1)[:, None])).any(1).sum())
+
+
+def test_top1_confidence_proves_where_top1_fails_and_finds_real_violations():
+    f, g = confident_pair()
+    box = Box(np.zeros(2), np.ones(2))
+    assert check_equivalence(f, g, box, mode="top1", time_limit=20).verdict == "counterexample"
+    r = check_equivalence(f, g, box, mode="top1-confidence", epsilon=0.6, time_limit=30)
+    assert (r.verdict, r.method, r.proof) == ("equivalent", "diff", "exact"), r.reason
+    assert sampled_violations(f, g, 0.6) == 0
+    reg = r.certificate["regions"][0]
+    assert r.certificate["delta"] == "3/5" or Fraction(r.certificate["delta"]) == Fraction(0.6)
+    al = diff.align(f, g)
+    lo, hi = [Fraction(v) for v in reg["lower"]], [Fraction(v) for v in reg["upper"]]
+    assert diff.check_tree(al, lo, hi, reg["tree"], "top1-confidence", Fraction(0.6)) == reg["leaves"]
+    # the same tree does not prove a lower confidence, where violations exist
+    assert sampled_violations(f, g, 0.5) > 0
+    with pytest.raises(ProofInvalid):
+        diff.check_tree(al, lo, hi, reg["tree"], "top1-confidence", Fraction(1, 2))
+    r = check_equivalence(f, g, box, mode="top1-confidence", epsilon=0.5, time_limit=30)
+    assert r.verdict == "counterexample", r.reason
+    cex = r.counterexample
+    assert cex["argmax_f"] != cex["argmax_g"]
+
+
+def test_top1_confidence_cli_and_recheck(tmp_path, capsys):
+    f, g = confident_pair()
+    fa, fb = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
+    save_onnx(f, fa, dtype="float32")
+    save_onnx(g, fb, dtype="float32")
+    res = str(tmp_path / "r.json")
+    assert cli.main(["check", fa, fb, "--domain", "box:0,1", "--top1-confidence", "0.6", "-o", res,
+                     "--no-progress", "--workers", "1"]) == 0
+    assert "delta-top-1" in capsys.readouterr().out
+    assert recheck_check(res, log=lambda *a: None)["verdict"] == "equivalent"
+    doc = json.load(open(res))
+    for name, edit in {"delta": lambda x: x["certificate"].__setitem__("delta", "1/2"),
+                       "both deltas": lambda x: (x["certificate"].__setitem__("delta", "1/2"),
+                                                 x.__setitem__("epsilon", 0.5)),
+                       "no delta": lambda x: x["certificate"].pop("delta"),
+                       "mode": lambda x: (x.__setitem__("mode", "top1"),
+                                          x["certificate"].__setitem__("mode", "top1"),
+                                          x["certificate"].pop("delta"))}.items():
+        bad = copy.deepcopy(doc)
+        edit(bad)
+        path = str(tmp_path / f"{name.replace(' ', '_')}.json")
+        _write(path, bad)
+        assert _verdict(path) != "equivalent", name
+    assert cli.main(["check", fa, fb, "--domain", "box:0,1", "--top1-confidence", "1.5", "--no-progress"]) == 3

@@ -48,6 +48,10 @@ What a leaf proves (:func:`leaf_proves`), on the outputs (logits):
 
 * ``"epsilon"``: ``-eps <= L_d`` and ``U_d <= eps`` on the box, for every output;
 * ``"exact"``: the same with ``eps = 0``;
+* ``"top1-confidence"`` with ``delta`` (VeryDiff's delta-top-1: wherever
+  ``softmax(f(x))_c > delta``, ``argmax g(x) = c``): every class ``c`` either has
+  ``softmax(f)_c <= delta`` on the whole leaf (exact lower bounds of ``exp``) or
+  beats every other class strictly in ``g`` on the whole leaf;
 * ``"top1"``: the difference is exactly 0 on the leaf (the bounds of ``d`` are
   ``[0, 0]``: the same function, so the same argmax, ties included), or some
   class ``c`` beats every other class ``j`` *strictly* in both networks on the whole leaf (``f_c - f_j > 0`` from ``f``'s own bounds;
@@ -81,7 +85,7 @@ _GRID = 1 << GRID_BITS
 MAX_DEPTH = 64
 MAX_NODES = 200_000
 
-_MODES = ("epsilon", "exact", "top1")
+_MODES = ("epsilon", "exact", "top1", "top1-confidence")
 
 
 # -- the two networks as aligned chains ----------------------------------------------------
@@ -413,7 +417,9 @@ def _zero_difference(bounds: dict) -> bool:
 
 
 def leaf_proves(bounds: dict, mode: str, epsilon: Fraction) -> bool:
-    """Does the leaf's :func:`propagate` result prove the question (see the module docstring)?"""
+    """Does the leaf's :func:`propagate` result prove the question (see the module docstring)?
+
+    ``epsilon``: the tolerance of ``"epsilon"``; ``delta`` of ``"top1-confidence"``; ignored otherwise."""
     box = bounds["box"]
     if mode in ("epsilon", "exact"):
         eps = Fraction(0) if mode == "exact" else Fraction(epsilon)
@@ -421,12 +427,15 @@ def leaf_proves(bounds: dict, mode: str, epsilon: Fraction) -> bool:
         bot = _range(bounds["Ld"], box, upper=False)
         return all(Fraction(int(v), top.den) <= eps for v in top.num) and \
             all(Fraction(int(v), bot.den) >= -eps for v in bot.num)
-    if mode != "top1":
+    if mode not in ("top1", "top1-confidence"):
         raise ProofInvalid(f"unknown mode {mode!r}")
     lf, uf, lg, ug, ld, ud = (bounds[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud"))
     if _zero_difference(bounds):
         return True  # f = g on the whole leaf: the same argmax, ties included
     m = lf.shape[0]
+    if mode == "top1-confidence":
+        return all(_confidence_below(lf, uf, box, c, Fraction(epsilon)) or _g_wins(bounds, c)
+                   for c in range(m))
     for c in range(m):
         ok = True
         for j in range(m):
@@ -444,6 +453,48 @@ def leaf_proves(bounds: dict, mode: str, epsilon: Fraction) -> bool:
         if ok:
             return True
     return False
+
+
+#: exp(t) >= (1 + t / EXP_K)^EXP_K wherever 1 + t / EXP_K >= 0 (and exp(t) > 0 everywhere)
+EXP_K = 8
+
+
+def _exp_lower(t: Fraction) -> Fraction:
+    """An exact rational lower bound of ``exp(t)``."""
+    base = 1 + t / EXP_K
+    return base ** EXP_K if base > 0 else Fraction(0)
+
+
+def _confidence_below(lf: Q, uf: Q, box: _Box, c: int, delta: Fraction) -> bool:
+    """``softmax(f)_c <= delta`` on the whole leaf.
+
+    ``softmax_c = 1 / (1 + sum_j exp(f_j - f_c))`` is at most ``delta`` iff
+    ``sum_j exp(f_j - f_c) >= 1/delta - 1``; each ``f_j - f_c`` is at least the
+    minimum of ``Lf_j - Uf_c`` on the leaf, and ``exp`` is bounded below exactly
+    (:func:`_exp_lower`)."""
+    if delta >= 1:
+        return True
+    if delta <= 0:
+        return False
+    total = Fraction(0)
+    for j in range(lf.shape[0]):
+        if j != c:
+            low = _min(lf[j:j + 1] - uf[c:c + 1], box)
+            total += _exp_lower(Fraction(int(low.num[0]), low.den))
+    return total >= 1 / delta - 1
+
+
+def _g_wins(bounds: dict, c: int) -> bool:
+    """``g_c > g_j`` for every ``j != c`` on the whole leaf (g's own bounds, or f's minus the difference)."""
+    lf, uf, lg, ug, ld, ud, box = (bounds[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud", "box"))
+    for j in range(lf.shape[0]):
+        if j == c:
+            continue
+        own = _min(lg[c:c + 1] - ug[j:j + 1], box)
+        via = _min(lf[c:c + 1] - uf[j:j + 1] - ud[c:c + 1] + ld[j:j + 1], box)
+        if own.num[0] <= 0 and via.num[0] <= 0:
+            return False
+    return True
 
 
 def leaf_proves_batch(bounds: dict, mode: str, epsilon: Fraction) -> list:

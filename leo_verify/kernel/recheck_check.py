@@ -49,7 +49,7 @@ def _resolve(path: str, base: str) -> str:
 
 def _head_ok(graph, mode: str) -> tuple[bool, str]:
     out = graph.op(graph.output_name)
-    if mode != "top1":
+    if not mode.startswith("top1"):
         return out.head == "none", f"the network ends with a {out.head} head; an {mode} proof is about the logits"
     if out.head in _ARGMAX_KEEPING:
         return True, ""
@@ -92,6 +92,10 @@ def recheck_check(path: str, *, model_a: str | None = None, model_b: str | None 
         stated = None
     if mode == "epsilon" and stated != eps:
         failed["epsilon"] = f"the result states epsilon {doc.get('epsilon')!r}, the certificate proves {eps}"
+    if mode == "top1-confidence":
+        eps = parse_rational(cert["delta"])  # the parameter the leaves are checked with
+        if stated != eps or not 0 < eps < 1:
+            failed["delta"] = f"the result states delta {doc.get('epsilon')!r}, the certificate proves {eps}"
     inputs = doc.get("inputs")
     if not isinstance(inputs, dict) or not all(isinstance(inputs.get(k), dict) for k in ("a", "b")):
         raise DataError(f"{path}: inputs.a / inputs.b missing")
@@ -146,7 +150,8 @@ def recheck_check(path: str, *, model_a: str | None = None, model_b: str | None 
             continue
         summary["checked"] += 1
         summary["leaves"] += leaves
-        log(f"  region {k}: {leaves} leaves re-proved ({mode}" + (f", epsilon {eps}" if mode == "epsilon" else "")
+        log(f"  region {k}: {leaves} leaves re-proved ({mode}" + (f", epsilon {eps}" if mode == "epsilon" else
+                                                                  f", delta {eps}" if mode == "top1-confidence" else "")
             + ")")
     summary["mode"], summary["epsilon"] = mode, str(eps)
     if not failed and summary["checked"] == len(regions):

@@ -9,6 +9,9 @@ Three questions (``mode``):
 ``"top1"``     is ``argmax f(x) == argmax g(x)`` for every ``x``?  Tie convention: the
                argmax is the *first* index attaining the maximum (``numpy.argmax``), in
                exact arithmetic.
+``"top1-confidence"`` (``epsilon`` is then ``delta``, VeryDiff's delta-top-1): wherever
+               ``softmax(f(x))_c > delta`` (softmax of f's logits), is ``argmax g(x) = c``?
+               Only the fuzzer and the differential prover run.
 
 Output heads: the provers below work on the logits (the outputs before any
 head); :func:`check_equivalence` turns the question about the head outputs into
@@ -178,14 +181,14 @@ def _check_with_heads(f: Graph, g: Graph, box: Box, mode: str, epsilon: float, r
         return o.head_key() != ("argmax", "last")
 
     heads = f"heads: A {fo.head_text()}, B {go.head_text()}"
-    if mode == "top1":
+    if mode in ("top1", "top1-confidence"):
         if not (transparent(fo) and transparent(go)):
             return undecided(f"{heads}: an ArgMax with select_last_index=1 resolves ties to the "
                              "last index; --top1 compares first-index argmaxes of the logits")
-        r = run("top1", epsilon)
+        r = run(mode, epsilon)
         return _head_result(r, mode=mode, epsilon=epsilon, reason=(
             f"{heads}: each preserves the argmax of the logits (ties included), so the logits "
-            "were compared"))
+            "were compared" + ("; the confidence is softmax of A's logits" if mode != "top1" else "")))
     if fo.head_key() != go.head_key():
         return undecided(f"the networks end with different output heads (A {fo.head_text()}, B "
                          f"{go.head_text()}): equal logits do not give equal outputs, and "
@@ -326,6 +329,11 @@ def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, m
     # (stage name, method it belongs to, function)
     plan: list = [("fuzz", "fuzz", _fuzz_stage(dict(fuzz_options or {}))),
                   ("diff", "diff", diff_stage(DIFF_SHARE, workers=workers))]
+    if mode == "top1-confidence":
+        # only the differential prover knows this property; it gets all the time after the fuzzer
+        plan[1] = ("diff", "diff", diff_stage(1.0, workers=workers))
+        plan = [(name, fn) for name, method, fn in plan if method in methods]
+        return _run_plan(ctx, plan)
     hooks = STRUCTURAL_PROVERS if provers is None else list(provers)
     for p in hooks:
         plan.append((_prover_name(p), "structural", _hook_stage(p, HOOK_SHARE)))
@@ -339,6 +347,11 @@ def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, m
         plan += [("z3", "z3", lambda c, e: _z3_stage(c, e, z3_max_neurons, 0.6)),
                  ("milp", "milp", _milp_diff_stage if mode == "exact" else _milp_top1_stage)]
     plan = [(name, fn) for name, method, fn in plan if method in methods]
+    return _run_plan(ctx, plan)
+
+
+def _run_plan(ctx: _Ctx, plan: list) -> CheckResult:
+    """Run the stages in order; the first decision (an exact proof or a replayed counterexample) wins."""
     float_only = []
     for name, fn in plan:
         if ctx.left() <= 0:

@@ -60,13 +60,13 @@ class _Ctx:
             return
         self._replayed.add(key)
         cex, check = replay(self.f, self.g, self.box, point, mode=self.mode, epsilon=self.epsilon)
-        if self.mode != "top1":
+        if self.mode not in ("top1", "top1-confidence"):
             self.max_seen = max(self.max_seen, check["difference"])
         if cex is None:
             self.discarded.append({"source": source, **check})
             return
         cex["found_by"] = source
-        if self.mode != "top1":
+        if self.mode not in ("top1", "top1-confidence"):
             self.max_seen = max(self.max_seen, cex["float_difference"], cex["difference"])
         raise _Decided(self.result(
             "counterexample", method=source, proof="replayed",
@@ -84,6 +84,9 @@ class _Ctx:
 def _describe(cex: dict, mode: str, epsilon: float) -> str:
     if mode == "top1":
         return f"argmax f = {cex['argmax_f']} but argmax g = {cex['argmax_g']}"
+    if mode == "top1-confidence":
+        return (f"softmax(f) is above delta = {epsilon:g} at class {cex['argmax_f']} but argmax g = "
+                f"{cex['argmax_g']}")
     i = cex["output"]
     if mode == "exact":
         return f"output {i} differs by {cex['difference']:.6g}"

@@ -155,6 +155,8 @@ def _excess(b: dict, lo, hi, mode: str, eps: float) -> tuple[float, np.ndarray]:
     lf, uf, lg, ug, ld, ud = (b[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud"))
     if _rng(ud, lo, hi, True).max() <= 0 and _rng(ld, lo, hi, False).min() >= 0:
         return -1.0, np.zeros(lf.shape[1] - 1)  # no difference at all on the leaf
+    if mode == "top1-confidence":
+        return _confidence_excess(b, lo, hi, eps)
     best, sens = None, None
     for c in range(lf.shape[0]):
         worst, s = -np.inf, np.zeros(lf.shape[1] - 1)
@@ -173,6 +175,41 @@ def _excess(b: dict, lo, hi, mode: str, eps: float) -> tuple[float, np.ndarray]:
         if best is None or worst < best:
             best, sens = worst, s
     return float(best), sens
+
+
+def _confidence_excess(b: dict, lo, hi, delta: float) -> tuple[float, np.ndarray]:
+    """Float mirror of the kernel's delta-top-1 leaf rule: every class is either below the
+    confidence delta in f or wins strictly in g."""
+    lf, uf, lg, ug, ld, ud = (b[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud"))
+    m = lf.shape[0]
+    need = (1.0 / delta - 1.0) if 0 < delta < 1 else (-np.inf if delta >= 1 else np.inf)
+    worst, sens = -np.inf, np.zeros(lf.shape[1] - 1)
+    for c in range(m):
+        tot, rows = 0.0, []
+        for j in range(m):
+            if j != c:
+                e = lf[j] - uf[c]
+                t = _rng(e[None], lo, hi, False)[0]
+                tot += max(0.0, 1 + t / 8) ** 8
+                rows.append(e)
+        if tot >= need * (1 + 1e-9):
+            continue
+        win = np.inf
+        for j in range(m):
+            if j == c:
+                continue
+            own, via = lg[c] - ug[j], lf[c] - uf[j] - ud[c] + ld[j]
+            v = max(_rng(own[None], lo, hi, False)[0], _rng(via[None], lo, hi, False)[0])
+            if v < win:
+                win = v
+            if v <= 0:
+                sens += np.abs(via[:-1])
+        if win > 1e-12:
+            continue
+        for e in rows:
+            sens += np.abs(e[:-1])
+        worst = max(worst, -win + 1e-12)
+    return (float(worst) if worst > -np.inf else -1.0), sens
 
 
 # -- the search ----------------------------------------------------------------------------
@@ -217,7 +254,7 @@ def _probe(ctx: _Ctx, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) 
     """Evaluate a few points of the leaf; replay the float candidates."""
     pts = np.vstack([0.5 * (lo + hi), rng.uniform(lo, hi, size=(6, lo.size))])
     fo, go = evaluate(ctx.f, pts), evaluate(ctx.g, pts)
-    if ctx.mode == "top1":
+    if ctx.mode in ("top1", "top1-confidence"):
         af, ag = fo.argmax(1), go.argmax(1)
         for i in np.flatnonzero(af != ag)[:2]:
             ctx.candidate(pts[i], "diff")
@@ -336,6 +373,7 @@ def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
             reason=(f"differential bounds (symbolic, input splitting) prove the {ctx.mode} claim on "
                     f"all {leaves} leaves of a split tree, each re-proved in exact arithmetic"),
             certificate={"mode": ctx.mode, "epsilon": fraction_str(eps if ctx.mode == "epsilon" else Fraction(0)),
+                         **({"delta": fraction_str(eps)} if ctx.mode == "top1-confidence" else {}),
                          "regions": [
                 {"lower": [fraction_str(v) for v in lo0], "upper": [fraction_str(v) for v in hi0],
                  "method": "diff-tree", "leaves": leaves, "tree": tree}]}))

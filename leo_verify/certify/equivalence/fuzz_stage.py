@@ -17,7 +17,7 @@ def _fuzz_stage(options: dict):
     def run(ctx: _Ctx, entry: dict):
         kw = dict(seed=ctx.seed, budget=max(0.05, min(ctx.left(), FUZZ_SHARE * (ctx.deadline - ctx.start))))
         kw.update(options)
-        fmode = "top1" if ctx.mode == "top1" else "max"
+        fmode = "top1" if ctx.mode in ("top1", "top1-confidence") else "max"
         res = falsify(ctx.f, ctx.g, ctx.box, mode=fmode, **kw)
         ctx.fuzz = res
         ctx.max_seen = max(ctx.max_seen, res.max_diff)

@@ -15,7 +15,7 @@ from ...graph import Graph
 from ...semantics import evaluate, evaluate_exact
 
 
-MODES = ("epsilon", "exact", "top1")
+MODES = ("epsilon", "exact", "top1", "top1-confidence")
 #: every stage :func:`check_equivalence` can run (``"structural"``: the hook provers)
 METHODS = ("fuzz", "structural", "diff", "bounds", "milp", "z3")
 VERDICTS = ("equivalent", "counterexample", "unknown")
@@ -117,6 +117,17 @@ def _to_fraction(v) -> Fraction:
     return Fraction(f)
 
 
+#: a float64 softmax of exact logits is within this much (relative) of the real one
+CONFIDENCE_MARGIN = 1e-9
+
+
+def _softmax(v: list) -> list:
+    m = max(v)
+    e = [math.exp(x - m) for x in v]
+    s = sum(e)
+    return [x / s for x in e]
+
+
 def _first_argmax(vals: Sequence) -> int:
     best = 0
     for i, v in enumerate(vals):
@@ -153,6 +164,10 @@ def replay(f: Graph, g: Graph, box: Box, point, *, mode: str = "epsilon",
         ok = dmax > _to_fraction(epsilon)
     elif mode == "exact":
         ok = dmax != 0
+    elif mode == "top1-confidence":
+        # softmax of f's exact logits in float64 (exp is accurate to a few ulps; the margin is ~1e7 ulps)
+        thr = float(epsilon) * (1 + CONFIDENCE_MARGIN) + CONFIDENCE_MARGIN
+        ok = any(p > thr and c != ag for c, p in enumerate(_softmax([float(v) for v in ef])))
     else:
         ok = af != ag
     check = {"difference": float(dmax), "output": int(k), "argmax_f": af, "argmax_g": ag,
