@@ -292,6 +292,8 @@ def _recheck_result(args) -> int:
         verdict = "EQUIVALENT" if summary["verdict"] == "equivalent" else "NOT CERTIFIED"
         print(f"recheck: {verdict}: {summary['checked']} regions, {summary['leaves']} leaves re-proved, "
               f"{len(summary['failed'])} failed ({summary['time']} s); the result said: {summary['result_verdict']}")
+        print(f"  domain {summary.get('domain', '?')}" + (" (as asked with --domain)" if summary.get("domain_pinned")
+                                                           else " (as RESULT.json states; pin it with --domain)"))
         for k, why in list(summary["failed"].items())[:20]:
             print(f"  FAILED {k}: {why}")
     return 0 if summary["verdict"] == "equivalent" else 2

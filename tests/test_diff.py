@@ -231,6 +231,12 @@ def test_recheck_result_refuses_hostile_edits(certified_pair, tmp_path):
         "no certificate": lambda x: x.__setitem__("certificate", None),
         "extra field": lambda x: x["certificate"].__setitem__("trust", True),
         "method": lambda x: x["certificate"]["regions"][0].__setitem__("method", "bab"),
+        "empty box": lambda x: (x["inputs"]["domain"].__setitem__("lower", [1.0, 1.0]),
+                                x["inputs"]["domain"].__setitem__("upper", [0.0, 0.0]),
+                                x["certificate"]["regions"][0].__setitem__("lower", ["1", "1"]),
+                                x["certificate"]["regions"][0].__setitem__("upper", ["0", "0"]),
+                                x["certificate"]["regions"][0].__setitem__("tree", {}),
+                                x["certificate"]["regions"][0].__setitem__("leaves", 1)),
     }
     for name, edit in edits.items():
         bad = copy.deepcopy(doc)

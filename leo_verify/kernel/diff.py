@@ -529,6 +529,9 @@ def check_tree(al: Aligned, lower: list, upper: list, tree: Mapping, mode: str, 
     n = al.n_in
     if len(lower) != n or len(upper) != n:
         raise ProofInvalid(f"the region has {len(lower)}/{len(upper)} bounds, the networks {n} inputs")
+    bad = [i for i in range(n) if Fraction(lower[i]) > Fraction(upper[i])]
+    if bad:
+        raise ProofInvalid(f"the region's input {bad[0]} has lower {lower[bad[0]]} > upper {upper[bad[0]]}")
     count = {"nodes": 0, "leaves": 0}
 
     def walk(node, lo: list, hi: list, depth: int, path: str) -> None:

@@ -123,6 +123,12 @@ def recheck_check(path: str, *, model_a: str | None = None, model_b: str | None 
             failed[f"network {key} head"] = why
     regions = [([parse_rational(v) for v in r["lower"]], [parse_rational(v) for v in r["upper"]])
                for r in cert["regions"]]
+    for k, (lo, hi) in enumerate(regions):
+        if len(lo) != len(hi) or any(a > b for a, b in zip(lo, hi)):
+            failed[f"region {k} box"] = "lower and upper bounds do not form a box (a lower bound above its upper)"
+    summary["domain"] = "; ".join(
+        "[" + ", ".join(f"[{float(a):.6g}, {float(b):.6g}]" for a, b in list(zip(lo, hi))[:6])
+        + (", ..." if len(lo) > 6 else "") + "]" for lo, hi in regions[:4]) + (" ..." if len(regions) > 4 else "")
     stated_dom = _domain_boxes(doc.get("inputs", {}).get("domain"))
     if stated_dom != regions:
         failed["domain"] = "the certificate's regions are not the boxes of RESULT.json's domain"
