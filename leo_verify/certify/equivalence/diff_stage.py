@@ -46,8 +46,9 @@ MAX_SPLIT_INPUTS = 16
 #: EXTEND_SETTLED of the box (by volume) is proven
 EXTEND_SETTLED = 0.5
 EXTEND_SHARE = 0.85
-#: the search stops when no leaf was proven for max(STALL_SECONDS, STALL_SHARE * its time so far)
-STALL_SECONDS = 1.0
+#: the search stops when no leaf was proven (or believed proven by the float search, and queued
+#: for its exact re-proof) for max(STALL_SECONDS, STALL_SHARE * its time so far)
+STALL_SECONDS = 2.0
 STALL_SHARE = 0.5
 #: float margin: a leaf is sent to the exact check when its float bound clears the claim by this
 _REL_MARGIN = 1e-9
@@ -342,6 +343,7 @@ def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
         _, _, _, node, ex, sens = heapq.heappop(heap)
         if ex <= 0:
             queue.add(node)
+            st["last_proof"] = time.monotonic()  # progress: the float search believes this leaf proven
             continue
         lo = np.array([float(v) for v in node.lo])
         hi = np.array([float(v) for v in node.hi])
