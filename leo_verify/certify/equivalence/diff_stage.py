@@ -328,7 +328,12 @@ def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
         now = time.monotonic()
         if now >= deadline:
             # anytime and fair: past its share, the search goes on only while it is more than
-            # half way through the box and still proving leaves (EXTEND_SHARE of what is left)
+            # half way through the box and still proving leaves (EXTEND_SHARE of what is left);
+            # when nothing is left to split and only exact re-proofs are pending, they may finish
+            # within the overall limit
+            if not heap and queue.busy() and st["settled"] >= EXTEND_SETTLED and ctx.left() > 1.0:
+                take(queue.poll(block=True, timeout=max(0.01, ctx.left() - 1.0)))
+                continue
             if extended or st["settled"] < EXTEND_SETTLED:
                 break
             extended = True
@@ -380,6 +385,7 @@ def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
                 {"lower": [fraction_str(v) for v in lo0], "upper": [fraction_str(v) for v in hi0],
                  "method": "diff-tree", "leaves": leaves, "tree": tree}]}))
     return (f"{100 * settled:.1f} % of the box proven ({leaves} exact leaves), {len(heap)} open"
+            + (f", leaves awaiting their exact re-proof at the time limit" if queue.busy() else "")
             + (" (stalled: no leaf proven lately)" if stalled else "")
             + ("" if split else f"; no input splitting above {MAX_SPLIT_INPUTS} inputs"))
 

@@ -7,6 +7,9 @@ from .context import _Ctx, _Decided
 from .result import VERDICTS
 
 
+#: a hook prover is not started with less time than this left
+HOOK_MIN_SECONDS = 2.0
+
 #: the falsification campaign's share of the whole time limit (it stops early on a counterexample)
 FUZZ_SHARE = 0.1
 
@@ -44,7 +47,8 @@ def _fuzz_stage(options: dict):
 def _hook_stage(prover, share: float = 0.5):
     """A hook prover, given ``share`` of the time left (its own deadline)."""
     def run(ctx: _Ctx, entry: dict):
-        if ctx.left() <= 0:
+        if ctx.left() <= HOOK_MIN_SECONDS:
+            # a hook's exact steps cannot be cut short: it would overrun the limit
             return "skipped: out of time"
         import time
         deadline = min(ctx.deadline, time.monotonic() + share * ctx.left())
