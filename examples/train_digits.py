@@ -41,7 +41,6 @@ calls :func:`build_nets`) re-creates the missing files.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -162,21 +161,6 @@ def load_dataset(name: str = "digits"):
 # ---------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _deterministic_torch(threads: int = 1):
-    """Deterministic algorithms and a fixed thread count, restored afterwards."""
-    import torch
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_threads = torch.get_num_threads()
-    try:
-        torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(threads)
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old_det)
-        torch.set_num_threads(old_threads)
-
-
 def make_mlp(n_in: int, hidden, n_out: int = 10):
     """``Linear, ReLU, ..., Linear`` as a ``torch.nn.Sequential`` (float32)."""
     import torch.nn as nn
@@ -216,7 +200,8 @@ def train_mlp(dataset: str = "digits", hidden=(25, 25), l1: float = 1e-4, *,
     n_in, n = X_train.shape[1], X_train.shape[0]
 
     t0 = time.perf_counter()
-    with _deterministic_torch():
+    from leo_verify.train import deterministic_torch  # the package's, so both train the same way
+    with deterministic_torch():
         torch.manual_seed(seed)
         np.random.seed(seed)
         gen = torch.Generator().manual_seed(seed)

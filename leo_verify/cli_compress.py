@@ -197,19 +197,27 @@ def _failed_pages(out: str, why: str) -> None:
                f"<body><h1>NOT CERTIFIED</h1><p>{html.escape(text)}</p></body></html>\n")
 
 
-def _certificate_inputs(out: str) -> int | None:
-    """The number of inputs the certificate's domain has (for ``--domain box:LO,HI``), if readable."""
-    import json as _json
+def _region_inputs(path: str, *keys: str) -> int | None:
+    """The number of inputs of the first region at ``keys`` in a JSON file (for ``--domain
+    box:LO,HI``), or None if unreadable: the recheck itself reports an unreadable file."""
     try:
-        with open(os.path.join(out, "proofs", "certificate.json"), encoding="utf-8") as fh:
-            lower = _json.load(fh)["regions"][0]["lower"]
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        for k in keys:
+            doc = doc[k]
+        lower = doc["regions"][0]["lower"]
         return len(lower) if isinstance(lower, list) else None
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None  # the recheck itself reports the unreadable certificate
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+        return None
+
+
+def _certificate_inputs(out: str) -> int | None:
+    """The number of inputs of a compress certificate's domain."""
+    return _region_inputs(os.path.join(out, "proofs", "certificate.json"))
 
 
 def _recheck_run(args) -> int:
-    from .errors import DataError, InputFileError, LeoError, UsageError
+    from .errors import DataError, InputFileError, LeoError
     from .kernel.recheck import recheck
     out = args.folder
     if os.path.isfile(out):
@@ -264,26 +272,15 @@ def _recheck_run(args) -> int:
     return 0 if summary["verdict"] == "certified" else 2
 
 
-def _result_inputs(path: str) -> int | None:
-    """The number of inputs of a check certificate's first region (for ``--domain box:LO,HI``)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lower = json.load(fh)["certificate"]["regions"][0]["lower"]
-        return len(lower) if isinstance(lower, list) else None
-    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
-        return None  # recheck_check reports the unreadable file
-
-
 def _recheck_result(args) -> int:
     """``recheck RESULT.json``: the kernel re-proves a `check` certificate (exit 0 equivalent, 2 not)."""
     from .kernel.recheck_check import recheck_check
     if args.smt:
-        from .errors import UsageError
         raise UsageError("--smt is for compress folders; a check certificate has no SMT-LIB files")
     pinned = None
     if args.domain is not None:
         from .domain import parse_union
-        pinned = parse_union(args.domain, n=_result_inputs(args.folder)).exact_boxes()
+        pinned = parse_union(args.domain, n=_region_inputs(args.folder, "certificate")).exact_boxes()
     log = (lambda *a: None) if args.json else print
     summary = recheck_check(args.folder, model_a=args.model, model_b=args.model_b, domain=pinned, log=log)
     if args.json:

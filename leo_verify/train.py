@@ -67,7 +67,7 @@ import time
 
 import numpy as np
 
-__all__ = ["make_mlp", "interval_bounds", "rs_loss", "stable_units", "train_mlp", "accuracy",
+__all__ = ["deterministic_torch", "make_mlp", "interval_bounds", "rs_loss", "stable_units", "train_mlp", "accuracy",
            "save", "load_dataset", "DATASETS"]
 
 #: Datasets :func:`load_dataset` knows -> pixel scale that maps them into [0, 1].
@@ -272,7 +272,8 @@ def accuracy(model, X, y) -> float:
 
 
 @contextlib.contextmanager
-def _deterministic_torch(threads: int = 1):
+def deterministic_torch(threads: int = 1):
+    """Deterministic algorithms and a fixed thread count, restored afterwards."""
     import torch
     old_det, old_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     try:
@@ -393,7 +394,7 @@ def train_mlp(X, y, *, hidden=(100, 100), l1: float = 0.0, rs: float = 0.0, regi
            "lower": float(lo.min()), "upper": float(hi.max()), "epochs": int(epochs), "lr": float(lr),
            "batch_size": int(batch_size), "seed": int(seed), "train_size": int(N), "epochs_log": []}
     t0 = time.perf_counter()
-    with _deterministic_torch():
+    with deterministic_torch():
         torch.manual_seed(seed)
         np.random.seed(seed)
         gen = torch.Generator().manual_seed(seed)

@@ -118,9 +118,9 @@ def chain(graph: Graph) -> list | str:
 class Aligned:
     """Two aligned chains: per layer ``(Wf, bf, Wg, bg)`` as exact :class:`Q` (hidden widths padded)."""
 
-    def __init__(self, layers: list, n_in: int, n_out: int, widths: tuple):
+    def __init__(self, layers: list, n_in: int, widths: tuple):
         self.layers = layers
-        self.n_in, self.n_out, self.widths = n_in, n_out, widths
+        self.n_in, self.widths = n_in, widths
         self._packed = None
 
     def packed(self) -> list:
@@ -170,9 +170,14 @@ def _lcm(parts: list) -> int:
     return den
 
 
-def _hstack(parts: list) -> Q:
+def _stack(parts: list, axis: int) -> Q:
+    """Concatenate :class:`Q` arrays along ``axis`` (exactly, to a common denominator)."""
     den = _lcm(parts)
-    return Q(np.concatenate([p.num * (den // p.den) for p in parts], axis=1), den)
+    return Q(np.concatenate([p.num * (den // p.den) for p in parts], axis=axis), den)
+
+
+def _hstack(parts: list) -> Q:
+    return _stack(parts, 1)
 
 
 def _pad(w: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -202,7 +207,7 @@ def align(f: Graph, g: Graph) -> Aligned | str:
         bfp, bgp = _pad(bf.reshape(-1, 1), rows, 1).ravel(), _pad(bg.reshape(-1, 1), rows, 1).ravel()
         layers.append((Q.of(pf), Q.of(bfp), Q.of(pg), Q.of(bgp)))
         prev = rows
-    return Aligned(layers, n_in, widths[-1], tuple(widths[:-1]))
+    return Aligned(layers, n_in, tuple(widths[:-1]))
 
 
 # -- exact symbolic bounds ---------------------------------------------------------------------
@@ -279,8 +284,7 @@ def _affine(w, b: Q, lower: Q, upper: Q, box: _Box) -> tuple[Q, Q]:
 
 def _vstack(parts: list) -> Q:
     """Concatenate along the row axis (``-2``)."""
-    den = _lcm(parts)
-    return Q(np.concatenate([p.num * (den // p.den) for p in parts], axis=-2), den)
+    return _stack(parts, -2)
 
 
 def _add_const(e: Q, b: Q) -> Q:
@@ -347,10 +351,6 @@ def _pick(cands: list, box: _Box, *, upper: bool) -> Q:
     return _select(masks, cands)
 
 
-def _shift(e: Q, c: Q) -> Q:
-    return _add_const(e, c)
-
-
 def propagate(al: Aligned, lo: Q, hi: Q) -> dict:
     """Exact symbolic bounds of both networks' logits and their difference on ``[lo, hi]``.
 
@@ -395,18 +395,19 @@ def propagate(al: Aligned, lo: Q, hi: Q) -> dict:
         gen_lo = -_relu_upper(-ld, box)
         case_lo = _select(
             [f_off, g_off, f_on & g_on, f_on, g_on],
-            [Q(-ua_g.num, ua_g.den), la_f, ld, _shift(ld, lo_g), ld, gen_lo])
+            [Q(-ua_g.num, ua_g.den), la_f, ld, _add_const(ld, lo_g), ld, gen_lo])
         case_up = _select(
             [f_off, g_off, f_on & g_on, f_on, g_on],
-            [Q(-la_g.num, la_g.den), ua_f, ud, ud, _shift(ud, neg_lo_f), gen_up])
+            [Q(-la_g.num, la_g.den), ua_f, ud, ud, _add_const(ud, neg_lo_f), gen_up])
         lda = _pick([case_lo, gen_lo], box, upper=False)
         uda = _pick([case_up, gen_up], box, upper=True)
     out["box"] = box
     return out
 
 
-def _min(e: Q, box: _Box) -> Q:
-    return _range(e, box, upper=False)
+def _positive(e: Q, box: _Box) -> bool:
+    """The one-row affine ``e`` is strictly positive on the whole box."""
+    return _range(e, box, upper=False).num[0] > 0
 
 
 def _zero_difference(bounds: dict) -> bool:
@@ -436,23 +437,7 @@ def leaf_proves(bounds: dict, mode: str, epsilon: Fraction) -> bool:
     if mode == "top1-confidence":
         return all(_confidence_below(lf, uf, box, c, Fraction(epsilon)) or _g_wins(bounds, c)
                    for c in range(m))
-    for c in range(m):
-        ok = True
-        for j in range(m):
-            if j == c:
-                continue
-            a = _min(_vstack([lf[c:c + 1]]) - uf[j:j + 1], box)
-            if a.num[0] <= 0:
-                ok = False
-                break
-            own = _min(lg[c:c + 1] - ug[j:j + 1], box)
-            via = _min(lf[c:c + 1] - uf[j:j + 1] - ud[c:c + 1] + ld[j:j + 1], box)
-            if own.num[0] <= 0 and via.num[0] <= 0:
-                ok = False
-                break
-        if ok:
-            return True
-    return False
+    return any(_f_wins(bounds, c) and _g_wins(bounds, c) for c in range(m))
 
 
 #: exp(t) >= (1 + t / EXP_K)^EXP_K wherever 1 + t / EXP_K >= 0 (and exp(t) > 0 everywhere)
@@ -479,22 +464,23 @@ def _confidence_below(lf: Q, uf: Q, box: _Box, c: int, delta: Fraction) -> bool:
     total = Fraction(0)
     for j in range(lf.shape[0]):
         if j != c:
-            low = _min(lf[j:j + 1] - uf[c:c + 1], box)
+            low = _range(lf[j:j + 1] - uf[c:c + 1], box, upper=False)
             total += _exp_lower(Fraction(int(low.num[0]), low.den))
     return total >= 1 / delta - 1
+
+
+def _f_wins(bounds: dict, c: int) -> bool:
+    """``f_c > f_j`` for every ``j != c`` on the whole leaf (f's own bounds)."""
+    lf, uf, box = bounds["Lf"], bounds["Uf"], bounds["box"]
+    return all(_positive(lf[c:c + 1] - uf[j:j + 1], box) for j in range(lf.shape[0]) if j != c)
 
 
 def _g_wins(bounds: dict, c: int) -> bool:
     """``g_c > g_j`` for every ``j != c`` on the whole leaf (g's own bounds, or f's minus the difference)."""
     lf, uf, lg, ug, ld, ud, box = (bounds[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud", "box"))
-    for j in range(lf.shape[0]):
-        if j == c:
-            continue
-        own = _min(lg[c:c + 1] - ug[j:j + 1], box)
-        via = _min(lf[c:c + 1] - uf[j:j + 1] - ud[c:c + 1] + ld[j:j + 1], box)
-        if own.num[0] <= 0 and via.num[0] <= 0:
-            return False
-    return True
+    return all(_positive(lg[c:c + 1] - ug[j:j + 1], box)
+               or _positive(lf[c:c + 1] - uf[j:j + 1] - ud[c:c + 1] + ld[j:j + 1], box)
+               for j in range(lf.shape[0]) if j != c)
 
 
 def leaf_proves_batch(bounds: dict, mode: str, epsilon: Fraction) -> list:

@@ -327,13 +327,13 @@ def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, m
     ctx = _Ctx(f, g, box, mode, epsilon, time_limit, solver, seed)
     ctx.share = bool(share)
     # (stage name, method it belongs to, function)
+    # top1-confidence: only the differential prover knows this property; it gets all the time
+    # after the fuzzer, and no other stage follows
+    confidence = mode == "top1-confidence"
     plan: list = [("fuzz", "fuzz", _fuzz_stage(dict(fuzz_options or {}))),
-                  ("diff", "diff", diff_stage(DIFF_SHARE, workers=workers))]
-    if mode == "top1-confidence":
-        # only the differential prover knows this property; it gets all the time after the fuzzer
-        plan[1] = ("diff", "diff", diff_stage(1.0, workers=workers))
-        plan = [(name, fn) for name, method, fn in plan if method in methods]
-        return _run_plan(ctx, plan)
+                  ("diff", "diff", diff_stage(1.0 if confidence else DIFF_SHARE, workers=workers))]
+    if confidence:
+        return _run_plan(ctx, [(name, fn) for name, method, fn in plan if method in methods])
     hooks = STRUCTURAL_PROVERS if provers is None else list(provers)
     for p in hooks:
         plan.append((_prover_name(p), "structural", _hook_stage(p, HOOK_SHARE)))

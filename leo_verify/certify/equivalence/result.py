@@ -12,6 +12,7 @@ import numpy as np
 
 from ...domain import Box
 from ...graph import Graph
+from ...heads import apply_head
 from ...semantics import evaluate, evaluate_exact
 
 
@@ -121,13 +122,6 @@ def _to_fraction(v) -> Fraction:
 CONFIDENCE_MARGIN = 1e-9
 
 
-def _softmax(v: list) -> list:
-    m = max(v)
-    e = [math.exp(x - m) for x in v]
-    s = sum(e)
-    return [x / s for x in e]
-
-
 def _first_argmax(vals: Sequence) -> int:
     best = 0
     for i, v in enumerate(vals):
@@ -167,7 +161,8 @@ def replay(f: Graph, g: Graph, box: Box, point, *, mode: str = "epsilon",
     elif mode == "top1-confidence":
         # softmax of f's exact logits in float64 (exp is accurate to a few ulps; the margin is ~1e7 ulps)
         thr = float(epsilon) * (1 + CONFIDENCE_MARGIN) + CONFIDENCE_MARGIN
-        ok = any(p > thr and c != ag for c, p in enumerate(_softmax([float(v) for v in ef])))
+        probs = apply_head("softmax", {}, np.array([[float(v) for v in ef]]))[0]
+        ok = any(p > thr and c != ag for c, p in enumerate(probs))
     else:
         ok = af != ag
     check = {"difference": float(dmax), "output": int(k), "argmax_f": af, "argmax_g": ag,
