@@ -52,6 +52,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="processes for the exact re-proofs of the differential prover's leaves "
                         "(default 2; 1 runs them inline)")
+    p.add_argument("--accept-uncertified", action="store_true",
+                   help="also report EQUIVALENT when the proof is exact but leaves no certificate the "
+                        "checker kernel re-checks (a z3 answer, the structural bound, an epsilon proof "
+                        "through an output head); by default such a proof gives UNKNOWN with its reason")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("-o", "--output", default=None, metavar="RESULT.json",
                    help="write the full result (with the counterexample) as JSON")
@@ -106,6 +110,9 @@ def next_step(result) -> str:
         return "the networks compute different functions on the domain; the counterexample is exact"
     if result.verdict != "unknown":
         return ""
+    if "no certificate the checker kernel re-checks" in result.reason:
+        return ("the claim is proven exactly, without a kernel certificate: add --accept-uncertified to "
+                "report it as EQUIVALENT (recheck cannot re-check it then)")
     tips = [f"a longer --time-limit (now {result.time:.0f} s used)",
             "smaller input boxes (split the domain and give several --domain flags)"]
     if result.mode == "epsilon" and result.best_bound is not None and result.best_bound > result.epsilon:
@@ -115,23 +122,13 @@ def next_step(result) -> str:
     return "try " + "; ".join(tips)
 
 
-def _certificate(result, ha: str, hb: str) -> dict | None:
-    """The kernel-checkable certificate of an EQUIVALENT verdict, or None.
-
-    Written only when the proof is about the very question asked (a proof about
-    the logits at ``epsilon / L`` for a network with a head is not).
-    """
-    from fractions import Fraction
-
-    from .kernel.exact import fraction_str
-    c = result.certificate
-    if result.verdict != "equivalent" or c is None or c["mode"] != result.mode:
+def _certificate(result, f, g, ha: str, hb: str) -> dict | None:
+    """The kernel-checkable certificate of an EQUIVALENT verdict (:func:`kernel_certificate`), or None."""
+    from .certify.equivalence.result import kernel_certificate
+    c = kernel_certificate(result, f, g)
+    if c is None:
         return None
-    if result.mode == "epsilon" and c["epsilon"] != fraction_str(Fraction(result.epsilon)):
-        return None
-    if result.mode == "top1-confidence" and c.get("delta") != fraction_str(Fraction(result.epsilon)):
-        return None
-    extra = {"delta": c["delta"]} if result.mode == "top1-confidence" else {}
+    extra = {k: c[k] for k in ("delta", "logit_epsilon") if k in c}
     return {"format": "leo_verify.check-certificate/1", "a": {"sha256": ha}, "b": {"sha256": hb},
             "mode": c["mode"], "epsilon": c["epsilon"], **extra, "regions": c["regions"]}
 
@@ -165,7 +162,8 @@ def _run(args) -> int:
     with phase("check", total=len(box.boxes), enabled=not args.no_progress and result is None,
                unit="boxes") as bar:
         result = result or check_union(f, g, box, progress=bar, mode=mode, epsilon=epsilon, time_limit=args.time_limit,
-                             solver=args.solver, seed=args.seed, workers=args.workers)
+                             solver=args.solver, seed=args.seed, workers=args.workers,
+                             accept_uncertified=args.accept_uncertified)
     if args.output is not None:
         ha, hb = sha256_file(args.model_a), sha256_file(args.model_b)
         doc = {"schema": "leo_verify.check/1",
@@ -173,7 +171,7 @@ def _run(args) -> int:
                           "b": {"file": args.model_b, "sha256": hb},
                           "domain": box.to_json()},
                **result.to_json()}
-        doc["certificate"] = _certificate(result, ha, hb)
+        doc["certificate"] = _certificate(result, f, g, ha, hb)
         write_output(args.output, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
     print(summary(result))
     if args.output is not None:

@@ -68,6 +68,7 @@ import numpy as np
 from .graph import HEAD_NAMES
 from .kernel.binding import float_up
 from .kernel.exact import fraction_str
+from .kernel.lipschitz import HEAD_LIPSCHITZ
 
 __all__ = ["HEADS", "Head", "apply_head", "lipschitz", "order_preserving", "head_report",
            "head_of"]
@@ -126,16 +127,17 @@ class Head:
     describe: str
 
 
-#: head name -> :class:`Head` (the constants are proven in the module docstring)
+#: head name -> :class:`Head` (the constants are proven in the module docstring; the table
+#: itself is :data:`leo_verify.kernel.lipschitz.HEAD_LIPSCHITZ`, which the checker kernel reads)
 HEADS: Mapping[str, Head] = {
-    "none": Head("none", _none, Fraction(1), True, "no head: the outputs are the logits"),
-    "softmax": Head("softmax", _softmax, Fraction(1, 2), True,
+    "none": Head("none", _none, HEAD_LIPSCHITZ["none"], True, "no head: the outputs are the logits"),
+    "softmax": Head("softmax", _softmax, HEAD_LIPSCHITZ["softmax"], True,
                     "softmax: ||J||_inf = max_i 2 p_i (1 - p_i) <= 1/2"),
-    "logsoftmax": Head("logsoftmax", _logsoftmax, Fraction(2), True,
+    "logsoftmax": Head("logsoftmax", _logsoftmax, HEAD_LIPSCHITZ["logsoftmax"], True,
                        "log-softmax: ||J||_inf = max_i 2 (1 - p_i) < 2"),
-    "sigmoid": Head("sigmoid", _sigmoid, Fraction(1, 4), True,
+    "sigmoid": Head("sigmoid", _sigmoid, HEAD_LIPSCHITZ["sigmoid"], True,
                     "sigmoid: s' = s (1 - s) <= 1/4, element-wise"),
-    "tanh": Head("tanh", _tanh, Fraction(1), True, "tanh: tanh' = 1 - tanh^2 <= 1, element-wise"),
+    "tanh": Head("tanh", _tanh, HEAD_LIPSCHITZ["tanh"], True, "tanh: tanh' = 1 - tanh^2 <= 1, element-wise"),
     "argmax": Head("argmax", _argmax, None, True,
                    "argmax: equal wherever the top-two logit gap exceeds 2 eps"),
 }

@@ -26,7 +26,7 @@ from leo_verify.domain import Box
 from leo_verify.errors import DataError
 from leo_verify.graph import Affine
 from leo_verify.io.onnx.writer import save_onnx
-from leo_verify.kernel import diff
+from leo_verify.kernel import diff, diff_tree
 from leo_verify.kernel.exact import ProofInvalid, Q
 from leo_verify.kernel.recheck_check import recheck_check
 from leo_verify.semantics import evaluate_exact
@@ -125,30 +125,30 @@ def test_prover_tree_rechecks_and_a_false_claim_does_not():
     reg = r.certificate["regions"][0]
     al = diff.align(f, g)
     lo, hi = [Fraction(v) for v in reg["lower"]], [Fraction(v) for v in reg["upper"]]
-    assert diff.check_tree(al, lo, hi, reg["tree"], "epsilon", Fraction(0.05)) == reg["leaves"]
+    assert diff_tree.check_tree(al, lo, hi, reg["tree"], "epsilon", Fraction(0.05)) == reg["leaves"]
     true_max = max(abs(a - c) for x in np.random.default_rng(0).uniform(0, 1, (200, 2))
                    for a, c in zip(evaluate_exact(f, x.tolist()), evaluate_exact(g, x.tolist())))
     # the same tree for a tolerance below the true difference: some leaf must fail
     with pytest.raises(ProofInvalid, match="does not prove"):
-        diff.check_tree(al, lo, hi, reg["tree"], "epsilon", true_max / 2)
+        diff_tree.check_tree(al, lo, hi, reg["tree"], "epsilon", true_max / 2)
     # a cut outside its node's box, a bad dimension, a tree with a missing child
     if reg["tree"]:
         bad = copy.deepcopy(reg["tree"])
         bad["at"] = "7/2"
         with pytest.raises(ProofInvalid, match="not strictly inside"):
-            diff.check_tree(al, lo, hi, bad, "epsilon", Fraction(0.05))
+            diff_tree.check_tree(al, lo, hi, bad, "epsilon", Fraction(0.05))
         bad = copy.deepcopy(reg["tree"])
         bad["dim"] = 9
         with pytest.raises(ProofInvalid, match="input index"):
-            diff.check_tree(al, lo, hi, bad, "epsilon", Fraction(0.05))
+            diff_tree.check_tree(al, lo, hi, bad, "epsilon", Fraction(0.05))
         bad = copy.deepcopy(reg["tree"])
         bad["children"] = bad["children"][:1]
         with pytest.raises(ProofInvalid, match="two nodes"):
-            diff.check_tree(al, lo, hi, bad, "epsilon", Fraction(0.05))
+            diff_tree.check_tree(al, lo, hi, bad, "epsilon", Fraction(0.05))
     # a wider region than the one proven: refused when the claim is false there
     wide_hi = [Fraction(4), Fraction(4)]
     with pytest.raises(ProofInvalid):
-        diff.check_tree(al, lo, wide_hi, reg["tree"], "epsilon", true_max / 2)
+        diff_tree.check_tree(al, lo, wide_hi, reg["tree"], "epsilon", true_max / 2)
 
 
 def test_mutated_network_gives_a_counterexample_not_a_proof():
@@ -300,7 +300,7 @@ def test_recheck_result_random_mutations(certified_pair, tmp_path):
             lo = [Fraction(v) for v in bad["certificate"]["regions"][0]["lower"]]
             hi = [Fraction(v) for v in bad["certificate"]["regions"][0]["upper"]]
             assert lo == [0, 0] and hi == [1, 1]
-            assert diff.check_tree(al, lo, hi, tree, bad["certificate"]["mode"],
+            assert diff_tree.check_tree(al, lo, hi, tree, bad["certificate"]["mode"],
                                    Fraction(bad["certificate"]["epsilon"])) >= 1
             assert Fraction(bad["certificate"]["epsilon"]) == Fraction(doc["epsilon"])
     assert accepted < 300
@@ -397,11 +397,11 @@ def test_top1_confidence_proves_where_top1_fails_and_finds_real_violations():
     assert r.certificate["delta"] == "3/5" or Fraction(r.certificate["delta"]) == Fraction(0.6)
     al = diff.align(f, g)
     lo, hi = [Fraction(v) for v in reg["lower"]], [Fraction(v) for v in reg["upper"]]
-    assert diff.check_tree(al, lo, hi, reg["tree"], "top1-confidence", Fraction(0.6)) == reg["leaves"]
+    assert diff_tree.check_tree(al, lo, hi, reg["tree"], "top1-confidence", Fraction(0.6)) == reg["leaves"]
     # the same tree does not prove a lower confidence, where violations exist
     assert sampled_violations(f, g, 0.5) > 0
     with pytest.raises(ProofInvalid):
-        diff.check_tree(al, lo, hi, reg["tree"], "top1-confidence", Fraction(1, 2))
+        diff_tree.check_tree(al, lo, hi, reg["tree"], "top1-confidence", Fraction(1, 2))
     r = check_equivalence(f, g, box, mode="top1-confidence", epsilon=0.5, time_limit=30)
     assert r.verdict == "counterexample", r.reason
     cex = r.counterexample

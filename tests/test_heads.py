@@ -386,6 +386,52 @@ def test_epsilon_on_head_outputs_uses_the_lipschitz_constant():
     assert r.counterexample["head_difference"] > 1e-3
 
 
+def test_epsilon_through_a_head_writes_a_certificate_the_kernel_rechecks(tmp_path, capsys):
+    """``check --epsilon`` on networks with a sigmoid head: the leaves prove the logits within
+    epsilon / L, RESULT.json carries logit_epsilon, and recheck binds L * logit_epsilon <= epsilon
+    and the heads of both files."""
+    from leo_verify.io.onnx.writer import save_onnx
+    g = graph_from_onnx_model(_export(_classifier(16, 4, "sigmoid"), (1, 16)))
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    save_onnx(g, str(a), dtype="float64")
+    save_onnx(_shift_bias(g, 2.0 ** -10), str(b), dtype="float64")
+    res = tmp_path / "r.json"
+    code = cli.main(["check", str(a), str(b), "--domain", "box:0,1", "--epsilon", str(2.0 ** -12),
+                     "--time-limit", "30", "-o", str(res), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "EQUIVALENT" in out, out
+    doc = json.loads(res.read_text())
+    assert doc["certificate"]["epsilon"] == "1/4096" and doc["certificate"]["logit_epsilon"] == "1/1024"
+    assert cli.main(["recheck", str(res)]) == 0
+    assert "EQUIVALENT" in capsys.readouterr().out
+
+    def recheck_edited(edit) -> str:
+        bad = json.loads(res.read_text())
+        edit(bad)
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        code = cli.main(["recheck", str(path)])
+        text = capsys.readouterr().out
+        assert code != 0 and "NOT CERTIFIED" in text, text
+        return text
+    # the logits proven within 1/512 would only give sigmoid outputs within 1/2048 > epsilon
+    assert "Lipschitz" in recheck_edited(lambda d: d["certificate"].update(logit_epsilon="1/512"))
+    # no logit_epsilon: an epsilon proof about the logits says nothing about the sigmoid outputs
+    assert "head" in recheck_edited(lambda d: d["certificate"].pop("logit_epsilon"))
+    # a top-1 certificate carries no logit_epsilon
+    recheck_edited(lambda d: (d["certificate"].update(mode="top1", epsilon="0"), d.update(mode="top1")))
+    # B re-exported with another head (re-hashed everywhere): the heads must be the same
+    other = tmp_path / "other.onnx"
+    save_onnx(_with_head(_shift_bias(g, 2.0 ** -10), "tanh"), str(other), dtype="float64")
+    import hashlib
+    h = hashlib.sha256(other.read_bytes()).hexdigest()
+
+    def swap(d):
+        d["inputs"]["b"].update(file=str(other), sha256=h)
+        d["certificate"]["b"]["sha256"] = h
+    assert "same head" in recheck_edited(swap)
+
+
 def test_different_heads_are_not_proven_equivalent():
     g = graph_from_onnx_model(_export(_classifier(16, 4, "softmax"), (1, 16)))
     for mode in ("epsilon", "exact"):

@@ -58,7 +58,7 @@ What a leaf proves (:func:`leaf_proves`), on the outputs (logits):
   ``g_c - g_j > 0`` from ``g``'s own bounds or from ``(f_c - f_j) - (d_c - d_j)``),
   so both argmaxes are ``c`` (no ties can occur).
 
-A proof is a *split tree* over the box (:func:`check_tree`): an inner node
+A proof is a *split tree* over the box (:func:`.diff_tree.check_tree`): an inner node
 ``{"dim": i, "at": "p/q", "children": [left, right]}`` cuts the box at
 ``x_i = at`` (strictly inside), a leaf is ``{}`` and must prove the claim on
 its sub-box.
@@ -67,24 +67,17 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Mapping
-
 import numpy as np
 
 from ..graph import Graph
-from .exact import ProofInvalid, Q, int_matmul, limbs_of, parse_rational
+from .exact import ProofInvalid, Q, int_matmul, limbs_of
 
 __all__ = ["GRID_BITS", "chain", "align", "Aligned", "propagate", "leaf_proves", "leaf_proves_batch",
-           "stack_boxes", "check_tree", "BATCH",
-           "MAX_DEPTH", "MAX_NODES"]
+           "stack_boxes"]
 
 #: symbolic coefficients and concrete bounds live on the grid 2^-GRID_BITS
 GRID_BITS = 32
 _GRID = 1 << GRID_BITS
-#: a split tree deeper than this, or with more nodes, is refused (a hostile file must not hang recheck)
-MAX_DEPTH = 64
-MAX_NODES = 200_000
-
 _MODES = ("epsilon", "exact", "top1", "top1-confidence")
 
 
@@ -497,69 +490,3 @@ def leaf_proves_batch(bounds: dict, mode: str, epsilon: Fraction) -> list:
 def stack_boxes(boxes: list) -> tuple[Q, Q]:
     """``[(lo, hi), ...]`` (lists of Fractions) as two ``(B, n)`` :class:`Q` arrays."""
     return Q.of([b[0] for b in boxes]), Q.of([b[1] for b in boxes])
-
-
-#: leaves re-proved together (one batched propagation)
-BATCH = 32
-
-
-# -- split trees -------------------------------------------------------------------------------
-
-def check_tree(al: Aligned, lower: list, upper: list, tree: Mapping, mode: str, epsilon: Fraction) -> int:
-    """Check a split tree over ``[lower, upper]`` (exact rationals); return its number of leaves.
-
-    Raises :class:`ProofInvalid` naming the first node that fails.
-    """
-    if mode not in _MODES:
-        raise ProofInvalid(f"unknown mode {mode!r}")
-    n = al.n_in
-    if len(lower) != n or len(upper) != n:
-        raise ProofInvalid(f"the region has {len(lower)}/{len(upper)} bounds, the networks {n} inputs")
-    bad = [i for i in range(n) if Fraction(lower[i]) > Fraction(upper[i])]
-    if bad:
-        raise ProofInvalid(f"the region's input {bad[0]} has lower {lower[bad[0]]} > upper {upper[bad[0]]}")
-    count = {"nodes": 0, "leaves": 0}
-
-    def walk(node, lo: list, hi: list, depth: int, path: str) -> None:
-        count["nodes"] += 1
-        if count["nodes"] > MAX_NODES:
-            raise ProofInvalid(f"split tree has more than {MAX_NODES} nodes")
-        if depth > MAX_DEPTH:
-            raise ProofInvalid(f"split tree deeper than {MAX_DEPTH} at {path}")
-        if not isinstance(node, Mapping):
-            raise ProofInvalid(f"tree node {path} is not an object")
-        if not node:
-            leaves.append((lo, hi, path))
-            count["leaves"] += 1
-            return
-        if set(node) != {"dim", "at", "children"}:
-            raise ProofInvalid(f"tree node {path} has fields {sorted(node)}; expected dim, at, children")
-        dim = node["dim"]
-        if not isinstance(dim, int) or isinstance(dim, bool) or not 0 <= dim < n:
-            raise ProofInvalid(f"tree node {path}: dim {dim!r} is not an input index below {n}")
-        at = parse_rational(node["at"])
-        if not lo[dim] < at < hi[dim]:
-            raise ProofInvalid(f"tree node {path}: cut {at} not strictly inside [{lo[dim]}, {hi[dim]}] of input {dim}")
-        kids = node["children"]
-        if not isinstance(kids, list) or len(kids) != 2:
-            raise ProofInvalid(f"tree node {path}: children must be a list of two nodes")
-        left_hi, right_lo = list(hi), list(lo)
-        left_hi[dim] = at
-        right_lo[dim] = at
-        walk(kids[0], lo, left_hi, depth + 1, path + ".0")
-        walk(kids[1], right_lo, hi, depth + 1, path + ".1")
-
-    leaves: list = []
-    walk(tree, [Fraction(v) for v in lower], [Fraction(v) for v in upper], 0, "root")
-    for k in range(0, len(leaves), BATCH):
-        part = leaves[k:k + BATCH]
-        lo_q, hi_q = stack_boxes([(lo, hi) for lo, hi, _ in part])
-        for (lo, hi, path), ok in zip(part, leaf_proves_batch(propagate(al, lo_q, hi_q), mode, epsilon)):
-            if not ok:
-                raise ProofInvalid(f"leaf {path} (box {_box_text(lo, hi)}) does not prove the {mode} claim")
-    return count["leaves"]
-
-
-def _box_text(lo: list, hi: list) -> str:
-    parts = [f"[{float(a):.6g}, {float(b):.6g}]" for a, b in zip(lo[:4], hi[:4])]
-    return " x ".join(parts) + (" x ..." if len(lo) > 4 else "")

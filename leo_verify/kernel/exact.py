@@ -296,7 +296,10 @@ def int_matmul(a: np.ndarray, b: np.ndarray, *, b_limbs: tuple | None = None) ->
     ``b_limbs``: :func:`limbs_of` of ``b`` (rows selected like ``b``'s).
     """
     n = a.shape[-1]
-    work = a.size * (b.shape[-1] if b.ndim == 2 else 1)
+    # a matrix-vector product: cutting the matrix into limbs costs as much as the object loop
+    if b.ndim == 1 or a.ndim == 1 and b.shape[-1] == 1:
+        return a.dot(b)
+    work = a.size * b.shape[-1]
     if work < _LIMB_MIN_WORK or n >= 1 << 20:
         return a.dot(b)
     if b_limbs is None or b_limbs[0] > limb_bits(n):

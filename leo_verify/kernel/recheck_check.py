@@ -12,11 +12,14 @@ Order (each step only reads what the previous ones validated):
 3. bind the networks: the files (``--model`` / ``--model-b``, else the paths
    RESULT.json names) must have those sha256; for a question about the
    logits (``epsilon``, ``exact``) both networks must have no output head,
-   for ``top1`` a head must keep the first-index argmax of the logits;
+   for ``top1`` a head must keep the first-index argmax of the logits; an
+   ``epsilon`` certificate with ``logit_epsilon`` is about networks with the
+   same head of Lipschitz constant ``L`` (:mod:`.lipschitz`): its leaves prove
+   the logits within ``logit_epsilon``, and ``L * logit_epsilon <= epsilon``;
 4. bind the domain: the certificate's regions are exactly the boxes of
    RESULT.json's domain, and exactly the reviewer's ``--domain`` when given;
 5. every region's split tree is re-proved leaf by leaf with exact
-   differential bounds (:func:`~.diff.check_tree`).
+   differential bounds (:func:`~.diff_tree.check_tree`).
 
 Everything here is the checker kernel: no solver, no prover.
 """
@@ -28,8 +31,9 @@ from fractions import Fraction
 
 from ..errors import DataError, InputFileError
 from ..util import read_json, sha256_file
-from . import diff
+from . import diff, diff_tree
 from .exact import ProofInvalid, parse_rational
+from .lipschitz import HEAD_LIPSCHITZ
 from .schema import validate
 
 __all__ = ["recheck_check", "CHECK_CERT", "RESULT_SCHEMA"]
@@ -47,8 +51,14 @@ def _resolve(path: str, base: str) -> str:
     return os.path.join(base, path)
 
 
-def _head_ok(graph, mode: str) -> tuple[bool, str]:
+def head_ok(graph, mode: str, *, through_lipschitz: bool = False) -> tuple[bool, str]:
+    """Does a proof about the logits answer the question ``mode`` about this network's outputs?
+
+    ``through_lipschitz``: an ``epsilon`` proof about the logits at ``logit_epsilon``, for head
+    outputs within ``L * logit_epsilon`` (:data:`~.lipschitz.HEAD_LIPSCHITZ`)."""
     out = graph.op(graph.output_name)
+    if mode == "epsilon" and through_lipschitz:
+        return out.head in HEAD_LIPSCHITZ, f"the {out.head} head has no proven Lipschitz constant"
     if not mode.startswith("top1"):
         return out.head == "none", f"the network ends with a {out.head} head; an {mode} proof is about the logits"
     if out.head in _ARGMAX_KEEPING:
@@ -92,6 +102,12 @@ def recheck_check(path: str, *, model_a: str | None = None, model_b: str | None 
         stated = None
     if mode == "epsilon" and stated != eps:
         failed["epsilon"] = f"the result states epsilon {doc.get('epsilon')!r}, the certificate proves {eps}"
+    # networks with an output head: the tree proves the logits within logit_epsilon, and the head
+    # outputs are within L * logit_epsilon (checked below, once the networks are loaded)
+    claim_eps = eps
+    logit_eps = parse_rational(cert["logit_epsilon"]) if "logit_epsilon" in cert else None
+    if logit_eps is not None and mode != "epsilon":
+        failed["logit_epsilon"] = f"logit_epsilon belongs to an epsilon certificate, not to mode {mode!r}"
     if mode == "top1-confidence":
         eps = parse_rational(cert["delta"])  # the parameter the leaves are checked with
         if stated != eps or not 0 < eps < 1:
@@ -118,9 +134,18 @@ def recheck_check(path: str, *, model_a: str | None = None, model_b: str | None 
             failed[f"network {key}"] = f"{file} has sha256 {got[:16]}..., the certificate is about {want[:16]}..."
             continue
         graphs[key] = load(file)
-        ok, why = _head_ok(graphs[key], mode)
+        ok, why = head_ok(graphs[key], mode, through_lipschitz=logit_eps is not None)
         if not ok:
             failed[f"network {key} head"] = why
+    if logit_eps is not None and len(graphs) == 2:
+        oa, ob = (graphs[k].op(graphs[k].output_name) for k in ("a", "b"))
+        lip = HEAD_LIPSCHITZ.get(oa.head)
+        if oa.head_key() != ob.head_key():
+            failed["heads"] = f"A ends with {oa.head_text()}, B with {ob.head_text()}: not the same head"
+        elif lip is not None and lip * logit_eps > eps:
+            failed["logit_epsilon"] = (f"the {oa.head} head (Lipschitz {lip}) turns logits within {logit_eps} into "
+                                       f"outputs within {lip * logit_eps}, more than epsilon {eps}")
+        eps = logit_eps  # what the leaves prove
     regions = [([parse_rational(v) for v in r["lower"]], [parse_rational(v) for v in r["upper"]])
                for r in cert["regions"]]
     for k, (lo, hi) in enumerate(regions):
@@ -147,7 +172,7 @@ def recheck_check(path: str, *, model_a: str | None = None, model_b: str | None 
         return summary
     for k, (r, (lo, hi)) in enumerate(zip(cert["regions"], regions)):
         try:
-            leaves = diff.check_tree(al, lo, hi, r["tree"], mode, eps)
+            leaves = diff_tree.check_tree(al, lo, hi, r["tree"], mode, eps)
         except ProofInvalid as e:
             failed[f"region {k}"] = str(e)
             continue
@@ -159,7 +184,9 @@ def recheck_check(path: str, *, model_a: str | None = None, model_b: str | None 
         log(f"  region {k}: {leaves} leaves re-proved ({mode}" + (f", epsilon {eps}" if mode == "epsilon" else
                                                                   f", delta {eps}" if mode == "top1-confidence" else "")
             + ")")
-    summary["mode"], summary["epsilon"] = mode, str(eps)
+    summary["mode"], summary["epsilon"] = mode, str(claim_eps)
+    if logit_eps is not None:
+        summary["logit_epsilon"] = str(logit_eps)
     if not failed and summary["checked"] == len(regions):
         summary["verdict"] = "equivalent"
     summary["time"] = round(time.monotonic() - t0, 3)

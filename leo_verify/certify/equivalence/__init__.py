@@ -22,10 +22,14 @@ The check is a sequence of provers tried in order; each answers
 ``"equivalent"``, ``"counterexample"`` or nothing (unknown):
 
 1. ``fuzz``: the falsification campaign of :mod:`.fuzz` (finds counterexamples only);
-2. the hook list ``provers`` (default :data:`STRUCTURAL_PROVERS`);
-3. ``bounds``: rigorous float bounds (interval + CROWN with outward rounding) of
+2. ``diff``: the differential prover (:mod:`.diff_stage`): forward and backward bounds of
+   ``f - g`` on two aligned chains, input splitting, every leaf re-proved exactly; its
+   split tree is the certificate ``recheck`` re-checks in the kernel;
+3. the hook list ``provers`` (default :data:`STRUCTURAL_PROVERS`; before ``diff`` when
+   ``accept_uncertified``);
+4. ``bounds``: rigorous float bounds (interval + CROWN with outward rounding) of
    ``f - g`` on a joint graph (mode ``"epsilon"`` only);
-4. ``milp`` and ``z3`` in a mode-dependent order:
+5. ``milp`` and ``z3`` in a mode-dependent order:
 
    * ``"epsilon"``: MILP first (a floating-point proof: every dual bound of
      ``max/min (f_i - g_i)`` within ``epsilon`` minus a safety margin), then z3 on small
@@ -52,6 +56,12 @@ one binary (one z3 ``If``) per unstable ReLU, and the joint MILP of two
 unrelated copies is hard: measured on ACAS Xu 1_1 over prop_1's box, 494
 binaries, dual bounds ~1000 after 12 s per query.
 
+Certificates: by default ``"equivalent"`` is the verdict only when the proof leaves a
+certificate the checker kernel re-checks (the ``diff`` split tree; see
+:func:`.result.kernel_certificate`).  An exact proof without one -- z3's ``unsat``, the
+structural bound, an ``epsilon`` proof through an output head -- gives ``"unknown"`` with
+the proof in the reason, unless the caller passes ``accept_uncertified=True``.
+
 Replay guard: no counterexample is reported unless it *replays*: the point
 (clipped exactly into the box) is evaluated in float64 and in exact rationals
 (:func:`leo_verify.semantics.evaluate_exact`), and the exact outputs must differ by
@@ -73,6 +83,7 @@ joint MILP), :mod:`.z3_stage` (z3), and this module (heads and the driver
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from fractions import Fraction
@@ -83,13 +94,14 @@ import numpy as np
 from ...domain import Box
 from ...errors import UsageError
 from ...graph import Graph
+from ...kernel.exact import fraction_str
 from ..fuzz import check_sizes
 from .context import _Ctx, _Decided, _stage
 from .diff_stage import diff_stage
 from .fuzz_stage import _fuzz_stage, _hook_stage, _prover_name
 from .joint import Canon, joint_graph, widen_for_exact_weights
 from .milp_stage import _bounds_stage, _milp_diff_stage, _milp_top1_stage
-from .result import CheckResult, METHODS, MODES, replay, VERDICTS
+from .result import CheckResult, METHODS, MODES, kernel_certificate, replay, VERDICTS
 from .z3_stage import _z3_stage
 
 
@@ -105,6 +117,9 @@ __all__ = ["check_equivalence", "CheckResult", "STRUCTURAL_PROVERS", "MODES", "r
 #: proves equivalence, or one with verdict ``"counterexample"`` whose
 #: ``counterexample`` dict has ``"point_exact"`` (``"p/q"`` strings) or
 #: ``"point"`` (floats): the point is replayed and discarded if it does not replay.
+#: A hook's "equivalent" leaves no kernel certificate (see ``accept_uncertified``); a hook
+#: with the attribute ``proves_only = True`` (it never returns a counterexample) is skipped
+#: unless ``accept_uncertified``.
 STRUCTURAL_PROVERS: list = []
 
 #: Time policy (a fair share per stage, so no stage can starve the cheaper complete ones after it):
@@ -235,6 +250,10 @@ def _check_with_heads(f: Graph, g: Graph, box: Box, mode: str, epsilon: float, r
     if Fraction(inner) > Fraction(epsilon) / L:  # round down: a proof must be of <= epsilon / L
         inner = float(np.nextafter(inner, 0.0))
     r = run("epsilon", inner)
+    if r.verdict == "equivalent" and r.certificate is not None and r.certificate.get("mode") == "epsilon":
+        # the kernel re-checks the logits at logit_epsilon and L * logit_epsilon <= epsilon itself
+        r.certificate = {**r.certificate, "epsilon": fraction_str(Fraction(epsilon)),
+                         "logit_epsilon": r.certificate["epsilon"]}
     note = (f"{head} heads (Lipschitz {L} in the infinity norm, leo_verify/heads.py): checked "
             f"|logits A - logits B| <= epsilon / {L} = {inner:.6g}")
     bound = None if r.best_bound is None else float(r.best_bound) * float(L)
@@ -264,7 +283,8 @@ def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
                       epsilon: float = 1e-6, time_limit: float = 60.0, solver: str = "scip",
                       seed: int = 0, provers: Sequence | None = None,
                       methods: Sequence[str] | None = None, fuzz_options: dict | None = None,
-                      z3_max_neurons: int = Z3_MAX_NEURONS, share: bool = True, workers: int = 1) -> CheckResult:
+                      z3_max_neurons: int = Z3_MAX_NEURONS, share: bool = True, workers: int = 1,
+                      accept_uncertified: bool = False) -> CheckResult:
     """Decide whether ``f`` and ``g`` agree on ``box`` (see the module docstring).
 
     Networks with output heads (:mod:`leo_verify.heads`) are compared on their
@@ -290,6 +310,10 @@ def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
     share : compute values ``f`` and ``g`` share once (see :class:`Canon`);
         ``False`` encodes two independent copies (for measurements).
     workers : processes for the differential prover's exact leaf re-proofs (1: inline).
+    accept_uncertified : by default an ``"equivalent"`` verdict needs a certificate the checker
+        kernel re-checks (:func:`.result.kernel_certificate`); an exact proof without one (z3,
+        the structural bound, an epsilon proof through an output head) gives ``"unknown"`` with
+        the proof in the reason.  ``True`` reports such proofs as ``"equivalent"``.
 
     Returns
     -------
@@ -315,15 +339,31 @@ def check_equivalence(f: Graph, g: Graph, box: Box, *, mode: str = "epsilon",
     if f.op(f.output_name).head != "none" or g.op(g.output_name).head != "none":
         def run(m: str, eps: float) -> CheckResult:
             return _check_logits(f, g, box, m, eps, time_limit, solver, seed, provers, methods,
-                                 fuzz_options, z3_max_neurons, share, workers)
-        return _check_with_heads(f, g, box, mode, epsilon, run)
-    return _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
-                         fuzz_options, z3_max_neurons, share, workers)
+                                 fuzz_options, z3_max_neurons, share, workers, hooks_first=accept_uncertified)
+        result = _check_with_heads(f, g, box, mode, epsilon, run)
+    else:
+        result = _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
+                               fuzz_options, z3_max_neurons, share, workers, hooks_first=accept_uncertified)
+    return result if accept_uncertified else _require_certificate(result, f, g)
+
+
+def _require_certificate(result: CheckResult, f: Graph, g: Graph) -> CheckResult:
+    """``result``, or UNKNOWN when it says "equivalent" without a kernel-checkable certificate."""
+    if result.verdict != "equivalent" or kernel_certificate(result, f, g) is not None:
+        return result
+    return dataclasses.replace(
+        result, verdict="unknown", method=None, proof=None, certificate=None,
+        reason=(f"{result.method} proved the claim in exact arithmetic ({result.reason}), but that proof "
+                "leaves no certificate the checker kernel re-checks, so it is not reported as equivalent "
+                "(--accept-uncertified / accept_uncertified=True accepts it)"))
 
 
 def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, methods,
-                  fuzz_options, z3_max_neurons, share, workers=1) -> CheckResult:
-    """:func:`check_equivalence` on the logits (the networks' outputs before any head)."""
+                  fuzz_options, z3_max_neurons, share, workers=1, *, hooks_first: bool = False) -> CheckResult:
+    """:func:`check_equivalence` on the logits (the networks' outputs before any head).
+
+    ``hooks_first``: the hook provers run before the differential prover (when their
+    uncertified proofs are accepted, a cheap structural proof should not wait for it)."""
     ctx = _Ctx(f, g, box, mode, epsilon, time_limit, solver, seed)
     ctx.share = bool(share)
     # (stage name, method it belongs to, function)
@@ -335,8 +375,12 @@ def _check_logits(f, g, box, mode, epsilon, time_limit, solver, seed, provers, m
     if confidence:
         return _run_plan(ctx, [(name, fn) for name, method, fn in plan if method in methods])
     hooks = STRUCTURAL_PROVERS if provers is None else list(provers)
-    for p in hooks:
-        plan.append((_prover_name(p), "structural", _hook_stage(p, HOOK_SHARE)))
+    # a hook that only ever proves (``proves_only``, like the structural prover) leaves no kernel
+    # certificate: unless such proofs are accepted it cannot decide anything, and its time goes
+    # to the stages that can still find a counterexample
+    hooks = [p for p in hooks if hooks_first or not getattr(p, "proves_only", False)]
+    hook_stages = [(_prover_name(p), "structural", _hook_stage(p, HOOK_SHARE)) for p in hooks]
+    plan = plan[:1] + hook_stages + plan[1:] if hooks_first else plan + hook_stages
     if mode == "epsilon":
         plan += [("bounds", "bounds", _bounds_stage),
                  ("milp", "milp", _milp_diff_stage),

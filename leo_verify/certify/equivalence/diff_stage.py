@@ -1,11 +1,13 @@
 """Stage ``diff``: differential bounds with input splitting, every leaf re-proved exactly.
 
-The search mirrors :mod:`leo_verify.kernel.diff` in float64 (fast, not sound)
-to decide where to split; a leaf it believes proven is then re-proved by the
-kernel's exact propagation (:func:`leo_verify.kernel.diff.propagate`), and only
-those leaves enter the proof.  A leaf the exact check rejects goes back into the
+The search mirrors the kernel's forward (:mod:`leo_verify.kernel.diff`) and
+backward (:mod:`leo_verify.kernel.diff_back`) differential bounds in float64
+(:mod:`.diff_float`: fast, not sound) to decide where to split; a leaf it
+believes proven is then re-proved by the kernel in exact arithmetic
+(:func:`leo_verify.kernel.diff_tree.prove_leaves`), and only those leaves enter
+the proof.  A leaf the exact check rejects goes back into the
 queue and is split further.  The result is a split tree that
-:func:`leo_verify.kernel.diff.check_tree` re-checks from scratch (``recheck``).
+:func:`leo_verify.kernel.diff_tree.check_tree` re-checks from scratch (``recheck``).
 
 Splitting: best-first on the leaves' float *excess* (how far the bound is from
 proving), cutting the input dimension with the largest *smear* (width times
@@ -36,6 +38,7 @@ from ...kernel import diff as kdiff
 from ...kernel.exact import fraction_str
 from ...semantics import evaluate
 from .context import _Ctx, _Decided, _tell
+from .diff_float import FloatNets, float_back_bounds, float_bounds, rng_rows
 from .exact_leaves import ExactQueue
 
 __all__ = ["diff_stage", "MAX_SPLIT_INPUTS"]
@@ -50,111 +53,22 @@ EXTEND_SHARE = 0.85
 #: for its exact re-proof) for max(STALL_SECONDS, STALL_SHARE * its time so far)
 STALL_SECONDS = 2.0
 STALL_SHARE = 0.5
-#: float margin: a leaf is sent to the exact check when its float bound clears the claim by this
-_REL_MARGIN = 1e-9
-
-
-# -- the float mirror of kernel.diff.propagate ------------------------------------------------
-
-class _FloatNets:
-    def __init__(self, al: kdiff.Aligned):
-        self.layers = []
-        for wf, bf, wg, bg in al.layers:
-            wf_, wg_ = wf.floats(), wg.floats()
-            dw = wf_ - wg_
-            self.layers.append((wf_, bf.floats(), wg_, bg.floats(), dw, bf.floats() - bg.floats()))
-        self.n = al.n_in
-
-
-def _rng(e: np.ndarray, lo: np.ndarray, hi: np.ndarray, upper: bool) -> np.ndarray:
-    c, d = e[:, :-1], e[:, -1]
-    cp, cn = np.maximum(c, 0), np.minimum(c, 0)
-    return (cp @ hi + cn @ lo + d) if upper else (cp @ lo + cn @ hi + d)
-
-
-def _aff(w, b, lower, upper):
-    wp, wn = np.maximum(w, 0), np.minimum(w, 0)
-    lo = wp @ lower + wn @ upper
-    hi = wp @ upper + wn @ lower
-    lo[:, -1] += b
-    hi[:, -1] += b
-    return lo, hi
-
-
-def _r_up(e, lo, hi):
-    m, M = _rng(e, lo, hi, False), _rng(e, lo, hi, True)
-    out = e.copy()
-    neg = M <= 0
-    mid = (m < 0) & ~neg
-    out[neg] = 0.0
-    if mid.any():
-        s = M[mid] / (M[mid] - m[mid])
-        ch = e[mid].copy()
-        ch[:, -1] -= m[mid]
-        out[mid] = ch * s[:, None]
-    return out
-
-
-def _r_lo(e, lo, hi):
-    m, M = _rng(e, lo, hi, False), _rng(e, lo, hi, True)
-    keep = (m >= 0) | ((M > 0) & (M > -m))
-    return np.where(keep[:, None], e, 0.0)
-
-
-def _pick(cands: list, lo, hi, upper: bool) -> np.ndarray:
-    vals = np.stack([_rng(c, lo, hi, upper) for c in cands])
-    k = vals.argmin(0) if upper else vals.argmax(0)
-    return np.stack(cands)[k, np.arange(cands[0].shape[0])]
-
-
-def float_bounds(nets: _FloatNets, lo: np.ndarray, hi: np.ndarray) -> dict:
-    n = nets.n
-    ident = np.concatenate([np.eye(n), np.zeros((n, 1))], axis=1)
-    la_f = ua_f = la_g = ua_g = ident
-    lda = uda = np.zeros((n, n + 1))
-    last = len(nets.layers) - 1
-    for k, (wf, bf, wg, bg, dw, db) in enumerate(nets.layers):
-        lf, uf = _aff(wf, bf, la_f, ua_f)
-        lg, ug = _aff(wg, bg, la_g, ua_g)
-        gp, gn, dp, dn = np.maximum(wg, 0), np.minimum(wg, 0), np.maximum(dw, 0), np.minimum(dw, 0)
-        ld = gp @ lda + gn @ uda + dp @ la_f + dn @ ua_f
-        ud = gp @ uda + gn @ lda + dp @ ua_f + dn @ la_f
-        ld[:, -1] += db
-        ud[:, -1] += db
-        ld = _pick([ld, lf - ug], lo, hi, False)
-        ud = _pick([ud, uf - lg], lo, hi, True)
-        if k == last:
-            return {"Lf": lf, "Uf": uf, "Lg": lg, "Ug": ug, "Ld": ld, "Ud": ud}
-        la_f, ua_f, la_g, ua_g = _r_lo(lf, lo, hi), _r_up(uf, lo, hi), _r_lo(lg, lo, hi), _r_up(ug, lo, hi)
-        lof, upf = _rng(lf, lo, hi, False), _rng(uf, lo, hi, True)
-        log_, upg = _rng(lg, lo, hi, False), _rng(ug, lo, hi, True)
-        f_off, g_off, f_on, g_on = upf <= 0, upg <= 0, lof >= 0, log_ >= 0
-        bu_up = _r_up(ud, lo, hi)
-        bu_lo = -_r_up(-ld, lo, hi)
-        sh_ld = ld.copy()
-        sh_ld[:, -1] += log_
-        sh_ud = ud.copy()
-        sh_ud[:, -1] -= lof
-        conds = [f_off, g_off, f_on & g_on, f_on, g_on]
-        lda = _pick([np.select([c[:, None] for c in conds], [-ua_g, la_f, ld, sh_ld, ld], bu_lo), bu_lo],
-                    lo, hi, False)
-        uda = _pick([np.select([c[:, None] for c in conds], [-la_g, ua_f, ud, ud, sh_ud], bu_up), bu_up],
-                    lo, hi, True)
-    raise AssertionError("unreachable")
 
 
 def _excess(b: dict, lo, hi, mode: str, eps: float) -> tuple[float, np.ndarray]:
     """How far the float bounds are from proving (<= 0: believed proven), and the smear weights."""
     if mode in ("epsilon", "exact"):
         e = 0.0 if mode == "exact" else eps
-        top, bot = _rng(b["Ud"], lo, hi, True), _rng(b["Ld"], lo, hi, False)
-        margin = _REL_MARGIN * (1.0 + e) + 1e-12
-        over = np.maximum(top - e, -e - bot) + margin
+        top, bot = rng_rows(b["Ud"], lo, hi, True), rng_rows(b["Ld"], lo, hi, False)
+        # no float margin: a bound that meets epsilon exactly (a dyadic difference, identical parts
+        # in exact mode) is a proof in the kernel's exact arithmetic; a leaf the float search is too
+        # optimistic about comes back from the kernel and is split
+        over = np.maximum(top - e, -e - bot)
         rows = over > 0
         sens = np.abs(b["Ud"][rows, :-1]).sum(0) + np.abs(b["Ld"][rows, :-1]).sum(0)
         return float(over.max()), sens
     lf, uf, lg, ug, ld, ud = (b[k] for k in ("Lf", "Uf", "Lg", "Ug", "Ld", "Ud"))
-    if _rng(ud, lo, hi, True).max() <= 0 and _rng(ld, lo, hi, False).min() >= 0:
+    if rng_rows(ud, lo, hi, True).max() <= 0 and rng_rows(ld, lo, hi, False).min() >= 0:
         return -1.0, np.zeros(lf.shape[1] - 1)  # no difference at all on the leaf
     if mode == "top1-confidence":
         return _confidence_excess(b, lo, hi, eps)
@@ -166,8 +80,8 @@ def _excess(b: dict, lo, hi, mode: str, eps: float) -> tuple[float, np.ndarray]:
                 continue
             a = lf[c] - uf[j]
             own, via = lg[c] - ug[j], a - ud[c] + ld[j]
-            va = _rng(a[None], lo, hi, False)[0]
-            vb = max(_rng(own[None], lo, hi, False)[0], _rng(via[None], lo, hi, False)[0])
+            va = rng_rows(a[None], lo, hi, False)[0]
+            vb = max(rng_rows(own[None], lo, hi, False)[0], rng_rows(via[None], lo, hi, False)[0])
             v = -min(va, vb) + 1e-12
             if v > worst:
                 worst = v
@@ -190,7 +104,7 @@ def _confidence_excess(b: dict, lo, hi, delta: float) -> tuple[float, np.ndarray
         for j in range(m):
             if j != c:
                 e = lf[j] - uf[c]
-                t = _rng(e[None], lo, hi, False)[0]
+                t = rng_rows(e[None], lo, hi, False)[0]
                 tot += max(0.0, 1 + t / 8) ** 8
                 rows.append(e)
         if tot >= need * (1 + 1e-9):
@@ -200,7 +114,7 @@ def _confidence_excess(b: dict, lo, hi, delta: float) -> tuple[float, np.ndarray
             if j == c:
                 continue
             own, via = lg[c] - ug[j], lf[c] - uf[j] - ud[c] + ld[j]
-            v = max(_rng(own[None], lo, hi, False)[0], _rng(via[None], lo, hi, False)[0])
+            v = max(rng_rows(own[None], lo, hi, False)[0], rng_rows(via[None], lo, hi, False)[0])
             if v < win:
                 win = v
             if v <= 0:
@@ -216,7 +130,7 @@ def _confidence_excess(b: dict, lo, hi, delta: float) -> tuple[float, np.ndarray
 # -- the search ----------------------------------------------------------------------------
 
 class _Node:
-    __slots__ = ("lo", "hi", "dim", "at", "kids", "proved", "volume")
+    __slots__ = ("lo", "hi", "dim", "at", "kids", "proved", "volume", "forward")
 
     def __init__(self, lo: list, hi: list, volume: float):
         self.lo, self.hi = lo, hi  # exact Fractions
@@ -224,6 +138,7 @@ class _Node:
         self.kids = None
         self.proved = False
         self.volume = volume
+        self.forward = True  # the float search expects the forward bounds to prove this leaf
 
 
 def _tree_json(node: _Node) -> dict:
@@ -288,7 +203,7 @@ def diff_stage(share: float = 0.6, *, workers: int = 1):
 
 def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
     deadline = time.monotonic() + share * ctx.left()
-    nets = _FloatNets(al)
+    nets = FloatNets(al)
     eps = Fraction(ctx.epsilon)
     split = ctx.box.size <= MAX_SPLIT_INPUTS
     rng = np.random.default_rng(ctx.seed)
@@ -300,8 +215,12 @@ def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
 
     def push(node: _Node, *, force_split: bool = False) -> None:
         lo, hi = np.array([float(v) for v in node.lo]), np.array([float(v) for v in node.hi])
-        b = float_bounds(nets, lo, hi)
-        ex, sens = _excess(b, lo, hi, ctx.mode, ctx.epsilon)
+        ex, sens = _excess(float_bounds(nets, lo, hi), lo, hi, ctx.mode, ctx.epsilon)
+        node.forward = ex <= 0
+        if ex > 0:  # the forward bounds fall short: the backward ones (the kernel tries both)
+            ex2, sens2 = _excess(float_back_bounds(nets, lo, hi), lo, hi, ctx.mode, ctx.epsilon)
+            if ex2 < ex:
+                ex, sens = ex2, sens2
         if force_split:
             ex = max(ex, 1.0)  # the float search was too optimistic here: split it
         st["tick"] += 1
@@ -385,7 +304,7 @@ def _search(ctx: _Ctx, entry: dict, al, queue: ExactQueue, share: float):
                 {"lower": [fraction_str(v) for v in lo0], "upper": [fraction_str(v) for v in hi0],
                  "method": "diff-tree", "leaves": leaves, "tree": tree}]}))
     return (f"{100 * settled:.1f} % of the box proven ({leaves} exact leaves), {len(heap)} open"
-            + (f", leaves awaiting their exact re-proof at the time limit" if queue.busy() else "")
+            + (", leaves awaiting their exact re-proof at the time limit" if queue.busy() else "")
             + (" (stalled: no leaf proven lately)" if stalled else "")
             + ("" if split else f"; no input splitting above {MAX_SPLIT_INPUTS} inputs"))
 

@@ -1,8 +1,8 @@
 """Exact re-proofs of the differential prover's leaves: inline, or on a process pool.
 
 The float search of :mod:`.diff_stage` finds leaves it believes proven; each is
-re-proved by the kernel's exact propagation (:func:`leo_verify.kernel.diff.propagate`,
-~20-30 ms per leaf on ACAS Xu, about 5x the float search).  With ``workers > 1``
+re-proved by the kernel (:func:`leo_verify.kernel.diff_tree.prove_leaves`: forward
+bounds ~20-30 ms per leaf on ACAS Xu, backward bounds 150-350 ms where those fall short).  With ``workers > 1``
 the re-proofs run on a ``spawn`` process pool (fork after torch / solver threads
 start is unsafe) while the search goes on; the pool starts only once
 :data:`POOL_AFTER` leaves have queued (a one-leaf proof never pays the start-up).
@@ -14,7 +14,7 @@ import concurrent.futures as cf
 import time
 from fractions import Fraction
 
-from ...kernel import diff as kdiff
+from ...kernel.diff_tree import prove_leaves
 
 __all__ = ["ExactQueue", "BATCH", "POOL_AFTER"]
 
@@ -30,10 +30,9 @@ def _init(al, mode: str, eps: Fraction) -> None:
     _W.update(al=al, mode=mode, eps=eps)
 
 
-def _check(boxes: list) -> list:
+def _check(boxes: list, forward: list) -> list:
     """In a worker: exact verdicts of a batch of leaf boxes ``[(lo, hi), ...]``."""
-    lo, hi = kdiff.stack_boxes(boxes)
-    return kdiff.leaf_proves_batch(kdiff.propagate(_W["al"], lo, hi), _W["mode"], _W["eps"])
+    return prove_leaves(_W["al"], boxes, _W["mode"], _W["eps"], forward=forward)
 
 
 class ExactQueue:
@@ -63,16 +62,17 @@ class ExactQueue:
             return
         nodes, self.buf = self.buf, []
         boxes = [(n.lo, n.hi) for n in nodes]
+        # the forward bounds are tried first only where the float search expects them to prove
+        forward = [getattr(n, "forward", True) for n in nodes]
         if self.workers > 1 and self.pool is None and self.queued >= POOL_AFTER:
             import multiprocessing as mp
             self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
                                                initializer=_init, initargs=(self.al, self.mode, self.eps))
         if self.pool is not None:
-            self.pending[self.pool.submit(_check, boxes)] = nodes
+            self.pending[self.pool.submit(_check, boxes, forward)] = nodes
             return
         t0 = time.monotonic()
-        lo, hi = kdiff.stack_boxes(boxes)
-        oks = kdiff.leaf_proves_batch(kdiff.propagate(self.al, lo, hi), self.mode, self.eps)
+        oks = prove_leaves(self.al, boxes, self.mode, self.eps, forward=forward)
         self.seconds += time.monotonic() - t0
         self.ready.extend(zip(nodes, oks))
 

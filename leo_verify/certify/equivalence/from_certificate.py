@@ -6,9 +6,10 @@ certificate is about.  When B sits in a ``compress`` output folder (its
 kernel re-checks that folder (:func:`leo_verify.kernel.recheck.recheck`, with
 A pinned as the original: its hash must be the certificate's), and if it is
 certified, every box of the question lies inside a box of the certificate and
-the eps proven for B is at most the ``--epsilon`` asked, the answer is
+the eps proven for B is at most the ``--epsilon`` asked (0 for ``--exact`` and
+``--top1``: the same function, ties included), the answer is
 EQUIVALENT -- exact, and re-checkable by anyone with ``leo-verify recheck OUT
---model A``.  Anything else (another mode, an output head, a folder that does
+--model A``.  Anything else (top1-confidence, an output head, a folder that does
 not recheck) returns ``None`` and the ordinary provers run.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _inside(box, regions) -> bool:
 def from_compress_certificate(path_a: str, path_b: str, domain, *, mode: str, epsilon: float,
                               graphs=None) -> CheckResult | None:
     """The EQUIVALENT verdict a ``compress`` certificate next to ``path_b`` gives, or ``None``."""
-    if mode != "epsilon":
+    if mode not in ("epsilon", "exact", "top1"):
         return None
     if graphs is not None and any(g.op(g.output_name).head != "none" for g in graphs):
         return None  # the certificate's eps is about the logits
@@ -65,12 +66,14 @@ def from_compress_certificate(path_a: str, path_b: str, domain, *, mode: str, ep
     if not all(_inside(b, regions) for b in domain.exact_boxes()):
         return None
     eps = parse_rational(doc["epsilon"][os.path.basename(path_b)])
-    if eps > Fraction(epsilon):
+    # exact and top-1 follow from a proven eps of 0 (the same function, ties included)
+    if eps > (Fraction(epsilon) if mode == "epsilon" else 0):
         return None
     return CheckResult(
-        "equivalent", mode="epsilon", epsilon=float(epsilon), method="certificate", proof="exact",
+        "equivalent", mode=mode, epsilon=float(epsilon), method="certificate", proof="exact",
         best_bound=float_up(eps), time=time.monotonic() - t0,
         reason=(f"B is the compression certified in {out}: the kernel re-checked that folder with A as the "
                 f"original ({summary['checked']} checks), the domain lies inside the certified one, and the "
-                f"proven eps {float_up(eps):.6g} <= epsilon; re-check with `leo-verify recheck {out} --model A`"),
+                f"proven eps {float_up(eps):.6g} <= {'epsilon' if mode == 'epsilon' else 0}; "
+                f"re-check with `leo-verify recheck {out} --model A`"),
         stages=[{"stage": "certificate", "outcome": "equivalent", "time": round(time.monotonic() - t0, 3)}])

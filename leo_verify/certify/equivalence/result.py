@@ -93,6 +93,32 @@ class CheckResult:
         }
 
 
+def kernel_certificate(result: "CheckResult", f: Graph, g: Graph) -> dict | None:
+    """The body of the kernel-checkable certificate of an EQUIVALENT ``result``, or None.
+
+    A certificate counts only when it is about the very question asked, in the form
+    :func:`leo_verify.kernel.recheck_check.recheck_check` re-checks: the same mode, the same
+    epsilon (delta), and heads the kernel accepts for that mode (a proof about the logits at
+    ``epsilon / L`` for networks with a head is not one).
+    """
+    from ...kernel.exact import fraction_str
+    from ...kernel.recheck_check import head_ok
+    c = result.certificate
+    if result.verdict != "equivalent" or c is None or c.get("mode") != result.mode:
+        return None
+    if result.mode == "epsilon" and c.get("epsilon") != fraction_str(Fraction(result.epsilon)):
+        return None
+    if result.mode == "top1-confidence" and c.get("delta") != fraction_str(Fraction(result.epsilon)):
+        return None
+    through = "logit_epsilon" in c
+    if not (head_ok(f, result.mode, through_lipschitz=through)[0]
+            and head_ok(g, result.mode, through_lipschitz=through)[0]):
+        return None
+    if through and f.op(f.output_name).head_key() != g.op(g.output_name).head_key():
+        return None
+    return c
+
+
 def _num(v):
     if v is None:
         return None
