@@ -113,7 +113,7 @@ def boxes(draw, n: int, *, low=-1.0, high=1.0, degenerate: bool = True) -> Box:
 
 def assert_equivalent(f, g, domain, *, epsilon: float = 1e-6, mode: str = "epsilon",
                       time_limit: float = 60, seed: int = 0, allow_unknown: bool = False,
-                      **kwargs):
+                      accept_uncertified: bool = True, **kwargs):
     """Fail (``AssertionError``) unless ``f`` and ``g`` are proven equivalent on ``domain``.
 
     Parameters
@@ -126,6 +126,10 @@ def assert_equivalent(f, g, domain, *, epsilon: float = 1e-6, mode: str = "epsil
         ``"epsilon"``, ``"exact"`` or ``"top1"``).
     allow_unknown : pass (return the result) when nothing was decided within
         ``time_limit`` instead of failing.
+    accept_uncertified : in a test an exact proof is enough, with or without a
+        certificate the checker kernel re-checks (z3, the structural prover: a
+        network against its compression); ``False`` requires the certificate, as
+        ``leo-verify check`` does by default.
     kwargs : further arguments of ``check_equivalence``.
 
     Returns
@@ -145,7 +149,7 @@ def assert_equivalent(f, g, domain, *, epsilon: float = 1e-6, mode: str = "epsil
     fg, gg = load(f), load(g)
     box = parse_domain(domain, n=fg.input_size)
     res = check_equivalence(fg, gg, box, mode=mode, epsilon=epsilon, time_limit=time_limit,
-                            seed=seed, **kwargs)
+                            seed=seed, accept_uncertified=accept_uncertified, **kwargs)
     if res.verdict == "equivalent":
         return res
     if res.verdict == "counterexample":
