@@ -7,7 +7,9 @@
 Each row runs ``leo-verify compress`` (analysis, rewrite, certification with
 ONNX emitted and read back, proofs/ written) and then ``leo-verify recheck``
 on the output folder, both in-process, and prints: neurons before/after,
-verdict, obligations, eps, analysis s, certification s, recheck s.  Rows are
+verdict, obligations, eps, analysis s, certification s, recheck s, and the
+verdict of ``leo-verify check A OUT/compressed.* --epsilon EPS`` at the eps
+the certificate proved (EQUIVALENT: the kernel re-checks OUT with A pinned).  Rows are
 appended as JSON lines to ``OUT/results.jsonl``.
 """
 from __future__ import annotations
@@ -49,6 +51,16 @@ def run_one(model: str, domain: str, out: str, *, query_time_limit: float, certi
     with open(os.path.join(out, "report.json")) as fh:
         rep = json.load(fh)
     cert = rep["certificate"]
+    # issue 16: `check A OUT/compressed.onnx` at the eps compress proved must be EQUIVALENT
+    eps = {k: v["float"] for k, v in cert.get("epsilon", {}).items()}
+    check_verdicts = {}
+    for name, e in eps.items():
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            check_code = main(["check", model, os.path.join(out, name), "--domain", domain,
+                               "--epsilon", repr(e), "--no-progress"])
+        check_verdicts[name] = {0: "equivalent", 1: "counterexample", 2: "unknown"}.get(check_code, f"exit {check_code}")
+    t3 = time.monotonic()
     return {"model": os.path.basename(model), "domain": os.path.basename(domain), "exit": code,
             "recheck_exit": recheck_code, "neurons": [rep["before"]["neurons"], rep["after"]["neurons"]],
             "verdict": cert["verdict"], "obligations": cert["obligations"],
@@ -58,7 +70,7 @@ def run_one(model: str, domain: str, out: str, *, query_time_limit: float, certi
             "certify_s": (rep["timings"].get("certification") or 0) + (rep["timings"].get("exact_claims") or 0),
             "claims_not_proven": len(rep.get("claims", {}).get("not_proven", {})),
             "stability_s": cert["timings"].get("stability"), "compress_wall_s": round(t1 - t0, 1),
-            "recheck_s": round(t2 - t1, 1)}
+            "recheck_s": round(t2 - t1, 1), "check": check_verdicts, "check_s": round(t3 - t2, 1)}
 
 
 def main(argv=None) -> int:
@@ -83,7 +95,7 @@ def main(argv=None) -> int:
                              os.path.join(BENCH, "acasxu", f"prop_{p}.vnnlib")))
     os.makedirs(args.out, exist_ok=True)
     print(f"{'model':44s} {'domain':14s} {'neurons':>9s} {'verdict':14s} {'oblig':>11s} {'eps':>9s} "
-          f"{'analysis':>8s} {'certify':>8s} {'recheck':>8s}")
+          f"{'analysis':>8s} {'certify':>8s} {'recheck':>8s}  check A OUT/compressed at eps")
     bad = 0
     for model, domain in jobs:
         tag = os.path.basename(model).replace(".onnx", "") + "_" + os.path.basename(domain).replace(".vnnlib", "").replace(":", "").replace(",", "_")
@@ -99,10 +111,12 @@ def main(argv=None) -> int:
         eps = max(row["eps"].values()) if row["eps"] else float("nan")
         print(f"{row['model'][:44]:44s} {row['domain'][:14]:14s} {row['neurons'][0]:>4d}->{row['neurons'][1]:<4d} "
               f"{row['verdict']:14s} {ob['proven'] + ob.get('passed', 0):>5d}/{ob['total']:<5d} {eps:>9.2g} "
-              f"{row['analysis_s']:>8.1f} {row['certify_s']:>8.1f} {row['recheck_s']:>8.1f}"
+              f"{row['analysis_s']:>8.1f} {row['certify_s']:>8.1f} {row['recheck_s']:>8.1f}  "
+              f"{','.join(sorted(set(row['check'].values()))) or '-'} ({row['check_s']:.1f} s)"
               + (f"  claims not re-proved (neurons kept): {row['claims_not_proven']}" if row["claims_not_proven"] else "")
               + (f"  open: {', '.join(row['open'][:4])}" if row["open"] else ""), flush=True)
-        bad += row["verdict"] != "certified" or row["recheck_exit"] != 0
+        bad += (row["verdict"] != "certified" or row["recheck_exit"] != 0
+                or any(v != "equivalent" for v in row["check"].values()))
     return 1 if bad else 0
 
 

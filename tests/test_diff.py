@@ -64,20 +64,32 @@ def chain_nets(**kw):
     return networks(residual=False, **kw)
 
 
+def draw_pair(data, *, hidden: int, layers: int):
+    """A drawn chain ``f``, a pair ``g`` (perturbed, pruned or unrelated, same shape) and a box."""
+    f = data.draw(chain_nets(inputs=(1, 3), hidden=(1, hidden), layers=(1, layers)))
+    kind = data.draw(st.sampled_from(["perturbed", "pruned", "other"]))
+    if kind == "other":
+        g = data.draw(chain_nets(inputs=(f.input_size, f.input_size), hidden=(1, hidden),
+                                 layers=(len(f.relus()), len(f.relus())),
+                                 outputs=(f.output_size, f.output_size)))
+    else:
+        g = perturbed(f, 0.1, data.draw(st.integers(0, 99)), prune=0.3 if kind == "pruned" else 0.0)
+    return f, g, data.draw(boxes(f.input_size))
+
+
+def probe_points(data, box, n: int) -> list:
+    """``n`` drawn points of ``box`` and three of its corners."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    corners = [np.where(rng.uniform(size=box.size) < 0.5, box.lower, box.upper) for _ in range(3)]
+    return [*rng.uniform(box.lower, box.upper, size=(n, box.size)), *corners]
+
+
 # -- soundness of the exact bounds ----------------------------------------------------------
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_exact_bounds_contain_every_difference(data):
-    f = data.draw(chain_nets(inputs=(1, 3), hidden=(1, 5), layers=(1, 3)))
-    kind = data.draw(st.sampled_from(["perturbed", "pruned", "other"]))
-    if kind == "other":
-        g = data.draw(chain_nets(inputs=(f.input_size, f.input_size), hidden=(1, 5),
-                                 layers=(len(f.relus()), len(f.relus())),
-                                 outputs=(f.output_size, f.output_size)))
-    else:
-        g = perturbed(f, 0.1, data.draw(st.integers(0, 99)), prune=0.3 if kind == "pruned" else 0.0)
-    box = data.draw(boxes(f.input_size))
+    f, g, box = draw_pair(data, hidden=5, layers=3)
     al = diff.align(f, g)
     assert not isinstance(al, str), al
     b = diff.propagate(al, Q.of(box.lower), Q.of(box.upper))
@@ -85,9 +97,7 @@ def test_exact_bounds_contain_every_difference(data):
                   diff._range(b["Ud"], b["box"], upper=True).fractions())
     lo_f, hi_f = (diff._range(b["Lf"], b["box"], upper=False).fractions(),
                   diff._range(b["Uf"], b["box"], upper=True).fractions())
-    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
-    corners = [np.where(rng.uniform(size=box.size) < 0.5, box.lower, box.upper) for _ in range(3)]
-    for x in [*rng.uniform(box.lower, box.upper, size=(5, box.size)), *corners]:
+    for x in probe_points(data, box, 5):
         ef, eg = evaluate_exact(f, x.tolist()), evaluate_exact(g, x.tolist())
         for i, (a, c) in enumerate(zip(ef, eg)):
             assert lo_d[i] <= a - c <= hi_d[i], (i, float(a - c), float(lo_d[i]), float(hi_d[i]))

@@ -21,9 +21,9 @@ from leo_verify.certify.equivalence.diff_float import FloatNets, float_back_boun
 from leo_verify.kernel import diff, diff_back, diff_tree
 from leo_verify.kernel.exact import ProofInvalid, Q
 from leo_verify.semantics import evaluate_exact
-from leo_verify.testing import boxes, mlp, networks
+from leo_verify.testing import mlp
 
-from test_diff import perturbed
+from test_diff import draw_pair, perturbed, probe_points
 
 
 def _rows_at(rows: Q, x: list) -> list:
@@ -35,22 +35,12 @@ def _rows_at(rows: Q, x: list) -> list:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_backward_bounds_contain_every_value(data):
-    f = data.draw(networks(residual=False, inputs=(1, 3), hidden=(1, 6), layers=(1, 4)))
-    kind = data.draw(st.sampled_from(["perturbed", "pruned", "other"]))
-    if kind == "other":
-        g = data.draw(networks(residual=False, inputs=(f.input_size, f.input_size), hidden=(1, 6),
-                               layers=(len(f.relus()), len(f.relus())),
-                               outputs=(f.output_size, f.output_size)))
-    else:
-        g = perturbed(f, 0.1, data.draw(st.integers(0, 99)), prune=0.3 if kind == "pruned" else 0.0)
-    box = data.draw(boxes(f.input_size))
+    f, g, box = draw_pair(data, hidden=6, layers=4)
     al = diff.align(f, g)
     assert not isinstance(al, str), al
     b = diff_back.back_bounds(al, Q.of(box.lower), Q.of(box.upper))
     fb = float_back_bounds(FloatNets(al), np.asarray(box.lower), np.asarray(box.upper))
-    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
-    corners = [np.where(rng.uniform(size=box.size) < 0.5, box.lower, box.upper) for _ in range(3)]
-    for x in [*rng.uniform(box.lower, box.upper, size=(4, box.size)), *corners]:
+    for x in probe_points(data, box, 4):
         xs = x.tolist()
         ef, eg = evaluate_exact(f, xs), evaluate_exact(g, xs)
         values = {"f": ef, "g": eg, "d": [a - c for a, c in zip(ef, eg)]}

@@ -15,7 +15,9 @@ the absolute coefficient of that input in the open output bounds) at its
 midpoint (a dyadic rational of two floats: exact).  Networks with many inputs
 get a single root check (splitting 784 dimensions does not converge).
 
-Falsification on the way: every leaf evaluates its centre; in ``top1`` mode a
+Falsification on the way: every leaf evaluates its centre and six random points
+(``top1-confidence``: a point is a candidate only where ``f``'s softmax exceeds
+delta at a class ``g`` does not pick); in ``top1`` mode a
 leaf where ``f``'s argmax changes is *bisected* along the segment between two
 points with different argmaxes of ``f``, where ``g``'s decision boundary, if it
 is not exactly ``f``'s, leaves points whose argmaxes differ.  Candidates are
@@ -172,9 +174,17 @@ def _probe(ctx: _Ctx, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) 
     fo, go = evaluate(ctx.f, pts), evaluate(ctx.g, pts)
     if ctx.mode in ("top1", "top1-confidence"):
         af, ag = fo.argmax(1), go.argmax(1)
-        for i in np.flatnonzero(af != ag)[:2]:
+        if ctx.mode == "top1-confidence":
+            # a violation needs a class A is confident about (softmax > delta) that B does not pick;
+            # near A's decision boundary A is not confident, so there is nothing to bisect to
+            p = np.exp(fo - fo.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            bad = ((p > ctx.epsilon) & (np.arange(fo.shape[1])[None, :] != ag[:, None])).any(1)
+        else:
+            bad = af != ag
+        for i in np.flatnonzero(bad)[:2]:
             ctx.candidate(pts[i], "diff")
-        if len(set(af.tolist())) > 1:
+        if ctx.mode == "top1" and len(set(af.tolist())) > 1:
             i = int(np.flatnonzero(af != af[0])[0])
             _bisect_top1(ctx, pts[0].copy(), pts[i].copy())
         return
