@@ -31,14 +31,16 @@ At the input (``a_f = x``, ``da = 0``) the objective is an affine function of
 ``x`` whose coefficients and constant are the bound.  Lower bounds are upper
 bounds of the negated objective.  Each layer's ranges come from the same
 back-substitution, intersected with interval arithmetic on the layer below
-(and with ``d = z_f - z_g``); only units that interval arithmetic leaves
-unstable get back-substituted rows.
+(and with ``d = z_f - z_g``): rows for ``z_f`` and ``d`` of every unit that
+interval arithmetic leaves possibly positive in ``f`` or ``g`` (an unstable unit
+for its lines, an active one for the next layer's intervals); ``z_g``'s range
+is ``z_f``'s minus ``d``'s (on the first layer, its own interval).
 
 Rounding (every step keeps the bound valid): ranges are rounded outwards to
-the grid ``2^-GRID_BITS``; after each product with a weight matrix the
-coefficients are floored to the grid and the error ``D >= 0`` is charged
-exactly as ``D . upper(v)`` with the proven upper bounds of ``v = (a_f, da)``;
-the constant is rounded up.
+the grid ``2^-GRID_BITS``; after each ReLU layer's lines the coefficients on
+``(z_f, d)`` are floored to the grid ``2^-COEF_BITS`` and the error
+``0 <= D < 2^-COEF_BITS`` is charged as ``2^-COEF_BITS * sum max(upper(v), 0)``
+with the proven upper bounds of ``v = (z_f, d)``; the constant is rounded up.
 """
 from __future__ import annotations
 
