@@ -113,3 +113,60 @@ def test_prove_leaves_same_verdicts_with_and_without_the_forward_bounds():
     assert both == [a or b for a, b in zip(fwd_only, back_only)]
     assert any(both) and not all(both), both
     assert any(b and not f_ for b, f_ in zip(back_only, fwd_only)), (back_only, fwd_only)
+
+
+def test_a_certificate_that_needs_the_backward_bounds_survives_no_mutation(tmp_path, capsys):
+    """``check -o`` on a deep pair at an epsilon only the backward bounds reach: recheck says
+    EQUIVALENT; a lower epsilon (stated consistently) and 120 random edits do not pass unless
+    the meaning is unchanged."""
+    import json
+
+    from leo_verify import cli
+    from leo_verify.io.onnx.writer import save_onnx
+    from test_diff import _verdict, _write, mutate_randomly
+    f, g = deep_pair()
+    al = diff.align(f, g)
+    lo, hi = [Fraction(-1)] * 4, [Fraction(1)] * 4
+    fwd = _max_abs(diff.propagate(al, Q.of(lo), Q.of(hi)))
+    back = _max_abs(diff_back.back_bounds(al, Q.of(lo), Q.of(hi)))
+    eps = float((back + fwd) / 2)
+    fa, fb = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
+    save_onnx(f, fa, dtype="float64")
+    save_onnx(g, fb, dtype="float64")
+    res = str(tmp_path / "r.json")
+    assert cli.main(["check", fa, fb, "--domain", "box:-1,1", "--epsilon", repr(eps), "-o", res,
+                     "--no-progress", "--workers", "1"]) == 0, capsys.readouterr().out
+    doc = json.loads(open(res).read())
+    assert _verdict(res) == "equivalent"
+    tree = doc["certificate"]["regions"][0]["tree"]
+    # the forward bounds alone do not prove every leaf of this tree
+    with pytest.raises(ProofInvalid):
+        _forward_only_check(al, lo, hi, tree, Fraction(doc["certificate"]["epsilon"]))
+    # a smaller epsilon, stated the same in RESULT.json and the certificate: the leaves fail
+    low = json.loads(json.dumps(doc))
+    low["epsilon"] = back / 4
+    low["certificate"]["epsilon"] = str(Fraction(back / 4))
+    path = str(tmp_path / "low.json")
+    _write(path, low)
+    assert _verdict(path) != "equivalent"
+    for bad in mutate_randomly(doc, tmp_path, 120, 7):
+        reg = bad["certificate"]["regions"][0]
+        assert Fraction(bad["certificate"]["epsilon"]) == Fraction(doc["epsilon"])
+        assert [Fraction(v) for v in reg["lower"]] == lo and [Fraction(v) for v in reg["upper"]] == hi
+        assert diff_tree.check_tree(al, lo, hi, reg["tree"], "epsilon", Fraction(doc["epsilon"])) >= 1
+
+
+def _forward_only_check(al, lo, hi, tree, eps):
+    """Every leaf of ``tree`` by the forward bounds alone (raises at the first that fails)."""
+    stack = [(tree, list(lo), list(hi))]
+    while stack:
+        node, a, b = stack.pop()
+        if not node:
+            if not diff.leaf_proves(diff.propagate(al, Q.of(a), Q.of(b)), "epsilon", eps):
+                raise ProofInvalid("a leaf the forward bounds do not prove")
+            continue
+        dim, at = node["dim"], Fraction(node["at"])
+        left_hi, right_lo = list(b), list(a)
+        left_hi[dim] = at
+        right_lo[dim] = at
+        stack += [(node["children"][0], a, left_hi), (node["children"][1], right_lo, b)]
