@@ -262,3 +262,37 @@ def test_ctrl_c_leaves_incomplete_facts_with_decided_neurons(tmp_path):
     facts = Facts.load(str(out))
     assert not facts.complete and facts.meta["stopped"] == "interrupted"
     assert 0 < sum(f.status != "unknown" for f in facts) < len(facts)
+
+
+def test_input_splitting_stops_at_its_deadline_and_proves_only_closed_neurons():
+    """Issue 17 (budgets that hold): ``split_layer`` bounds no piece after its deadline, and a
+    neuron whose pieces are left open stays unknown; without a deadline the same layer is
+    proven by splitting."""
+    import time
+
+    from leo_verify.analysis.fast import witness_phase
+    from leo_verify.analysis.split import split_layer
+    from leo_verify.analysis.state import AnalysisOptions, AnalysisState
+    rng = np.random.default_rng(0)
+    depth, width = 6, 8
+    ws = [(np.eye(width, 3) if k == 0 else np.eye(width)) + 0.3 * rng.normal(size=(width, 3 if k == 0 else width))
+          for k in range(depth)]
+    g = mlp(ws + [rng.normal(size=(2, width))], [0.1 * rng.normal(size=width) for _ in range(depth)] + [np.zeros(2)])
+    box = Box(np.zeros(3), np.ones(3))
+    layer = g.relus()[-1][0]
+
+    def fresh():
+        st_ = AnalysisState(g, box, AnalysisOptions(n_random=200, n_corners=8, gradient_steps=0))
+        st_.refresh_bounds()
+        witness_phase(st_)
+        return st_
+    late = fresh()
+    before = {n: f.status for n, f in late.facts.items()}
+    split_layer(late, layer, deadline=time.monotonic() - 1.0)
+    assert late.counters.get("split_pieces", 0) == 0
+    assert {n: f.status for n, f in late.facts.items()} == before
+    free = fresh()
+    split_layer(free, layer)
+    assert free.counters["split_pieces"] > 0
+    proven = [n for n, f in free.facts.items() if f.status != before[n]]
+    assert proven and all(free.facts[n].evidence == "symbolic" for n in proven), proven

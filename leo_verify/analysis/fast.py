@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .facts import STABLY_ACTIVE, STABLY_INACTIVE, UNKNOWN
@@ -47,7 +49,6 @@ def witness_phase(state: AnalysisState, *, data=None) -> None:
     state.check_budget()
     targets = []
     for nid in state.open_neurons():
-        f = state.facts[nid]
         if nid not in state.witnesses.pos:
             targets.append((nid, "pos"))
         if nid not in state.witnesses.neg:
@@ -183,6 +184,11 @@ def lp_layer(state: AnalysisState, layer: str, executor, *, last: bool) -> None:
     state.refresh_bounds()
 
 
+#: with a budget, input splitting of one layer may use this share of the budget left divided by
+#: the layers still to do (a deep layer must not eat the budget of every layer after it)
+SPLIT_SHARE = 0.5
+
+
 def run_fast(state: AnalysisState, executor, *, data=None, progress=None) -> None:
     state.refresh_bounds()
     witness_phase(state, data=data)
@@ -190,7 +196,9 @@ def run_fast(state: AnalysisState, executor, *, data=None, progress=None) -> Non
     for k, (layer, _) in enumerate(layers):
         state.check_budget()
         lp_layer(state, layer, executor, last=k == len(layers) - 1)
-        split_layer(state, layer)
+        left = state.time_left()
+        deadline = None if left is None else time.monotonic() + SPLIT_SHARE * left / (len(layers) - k)
+        split_layer(state, layer, deadline=deadline)
         milp_layer(state, layer, executor)
         state.refresh_bounds()  # proofs of this layer tighten the next one's big-M
         if progress is not None:

@@ -10,6 +10,7 @@ refutes the target at once.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import numpy as np
@@ -51,8 +52,11 @@ def smear_dim(graph, pre: str, rows, lower: np.ndarray, upper: np.ndarray) -> in
     return int(np.argmax(smear))
 
 
-def split_layer(state, layer: str, *, max_pieces: int = 1500) -> None:
-    """Try to prove the open neurons of ``layer`` stable by input splitting."""
+def split_layer(state, layer: str, *, max_pieces: int = 1500, deadline: float | None = None) -> None:
+    """Try to prove the open neurons of ``layer`` stable by input splitting.
+
+    ``deadline`` (:func:`time.monotonic`): no new piece is bounded after it; neurons with
+    pieces left open stay unknown (sound: only fully closed neurons are proven)."""
     g = state.graph
     if g.input_size > MAX_SPLIT_INPUTS:
         return
@@ -67,7 +71,7 @@ def split_layer(state, layer: str, *, max_pieces: int = 1500) -> None:
     # spent on the one whose maximum sits exactly at 0
     stack = deque([(state.box, set(targets))])
     pieces, centres = 0, []
-    while stack and pieces < max_pieces:
+    while stack and pieces < max_pieces and (deadline is None or time.monotonic() < deadline):
         box, pending = stack.popleft()
         pending -= refuted
         if not pending:
