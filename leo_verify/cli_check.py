@@ -111,8 +111,9 @@ def next_step(result) -> str:
     if result.verdict != "unknown":
         return ""
     if "no certificate the checker kernel re-checks" in result.reason:
-        return ("the claim is proven exactly, without a kernel certificate: add --accept-uncertified to "
-                "report it as EQUIVALENT (recheck cannot re-check it then)")
+        return ("the claim is proven exactly, without a kernel certificate: if B is a `compress` output, "
+                "give B's path inside its OUT/ folder (its certificate then answers); otherwise add "
+                "--accept-uncertified to report it as EQUIVALENT (recheck cannot re-check it then)")
     tips = [f"a longer --time-limit (now {result.time:.0f} s used)",
             "smaller input boxes (split the domain and give several --domain flags)"]
     if result.mode == "epsilon" and result.best_bound is not None and result.best_bound > result.epsilon:
