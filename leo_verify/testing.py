@@ -26,6 +26,10 @@ shown after it has been replayed in exact arithmetic.  Example (pytest)::
         # the same exactly over the reals, or only the predicted class:
         assert_equivalent(net, small, "box:0,1", mode="exact")
         assert_equivalent(net, small, "box:0,1", mode="top1")
+        # a rewrite that changes the structure (``compressed``, e.g. the graph of
+        # leo_verify.compressor.compress(net, box)): z3 or the structural prover
+        # decides, without a kernel certificate; accept that explicitly
+        assert_equivalent(net, compressed, "box:0,1", accept_uncertified=True)
 
 ``f`` and ``g`` may be :class:`~leo_verify.graph.Graph` objects, model files
 or ``torch.nn.Module`` s; ``domain`` is anything :func:`leo_verify.domain.parse_domain`
@@ -113,7 +117,7 @@ def boxes(draw, n: int, *, low=-1.0, high=1.0, degenerate: bool = True) -> Box:
 
 def assert_equivalent(f, g, domain, *, epsilon: float = 1e-6, mode: str = "epsilon",
                       time_limit: float = 60, seed: int = 0, allow_unknown: bool = False,
-                      accept_uncertified: bool = True, **kwargs):
+                      accept_uncertified: bool = False, **kwargs):
     """Fail (``AssertionError``) unless ``f`` and ``g`` are proven equivalent on ``domain``.
 
     Parameters
@@ -126,10 +130,11 @@ def assert_equivalent(f, g, domain, *, epsilon: float = 1e-6, mode: str = "epsil
         ``"epsilon"``, ``"exact"`` or ``"top1"``).
     allow_unknown : pass (return the result) when nothing was decided within
         ``time_limit`` instead of failing.
-    accept_uncertified : in a test an exact proof is enough, with or without a
-        certificate the checker kernel re-checks (z3, the structural prover: a
-        network against its compression); ``False`` requires the certificate, as
-        ``leo-verify check`` does by default.
+    accept_uncertified : as in ``check_equivalence``: by default a proof counts only
+        with a certificate the checker kernel re-checks (the differential prover's
+        split tree); ``True`` also accepts an exact proof without one (z3, the
+        structural prover), which a network against its own compression (a
+        different structure) usually needs.
     kwargs : further arguments of ``check_equivalence``.
 
     Returns
