@@ -226,6 +226,10 @@ class Graph:
         self._g = nx.DiGraph()
         self.name = name
         self.metadata: dict = dict(metadata or {})
+        # the topological order, cached: every interpreter, bound and encoder walks it, and
+        # networkx recomputes it on each call; add / rewire / remove clear it (replace keeps
+        # the structure, and the networkx graph is only handed out as a read-only view)
+        self._order: tuple | None = None
 
     # -- construction -------------------------------------------------
     def add(self, name: str, op: Op, inputs: Iterable[str] = ()) -> str:
@@ -238,6 +242,7 @@ class Graph:
         for src in inputs:
             if src not in self._g:
                 raise GraphError(f"node {name!r}: argument {src!r} does not exist")
+        self._order = None
         self._g.add_node(name, op=op)
         for i, src in enumerate(inputs):
             if self._g.has_edge(src, name):
@@ -263,6 +268,7 @@ class Graph:
 
     def rewire(self, name: str, inputs: Iterable[str]) -> None:
         """Replace the arguments of ``name``."""
+        self._order = None
         for src in list(self._g.predecessors(name)):
             self._g.remove_edge(src, name)
         for i, src in enumerate(inputs):
@@ -271,11 +277,13 @@ class Graph:
             self._g.add_edge(src, name, index=i)
 
     def remove(self, name: str) -> None:
+        self._order = None
         self._g.remove_node(name)
 
     def copy(self) -> "Graph":
         g = Graph(name=self.name, metadata=dict(self.metadata))
         g._g = self._g.copy()  # ops are immutable: sharing them is safe
+        g._order = self._order
         return g
 
     # -- queries ------------------------------------------------------
@@ -298,8 +306,11 @@ class Graph:
 
     def nodes(self) -> list[str]:
         """Node names in a deterministic topological order."""
+        if self._order is not None:
+            return list(self._order)
         try:
-            return list(nx.lexicographical_topological_sort(self._g))
+            self._order = tuple(nx.lexicographical_topological_sort(self._g))
+            return list(self._order)
         except nx.NetworkXUnfeasible:
             cycle = nx.find_cycle(self._g)
             raise GraphError(f"graph {self.name!r} has a cycle through {cycle[0][0]!r}") from None

@@ -434,3 +434,27 @@ def test_wrong_fact_is_caught():
     # plain sampling finds it too
     pts = sample(TINY_BOX, 50)
     assert any(evaluate_exact(g, p) != evaluate_exact(bad, p) for p in pts)
+
+
+def test_graph_order_cache_follows_every_structural_change():
+    """``Graph.nodes()`` is cached; add, rewire and remove clear it, a copy keeps its own."""
+    g = Graph(name="order")
+    g.add("x", Input(2))
+    g.add("a", Affine(np.eye(2), np.zeros(2)), ["x"])
+    g.add("y", Output(2), ["a"])
+    assert g.nodes() == ["x", "a", "y"]
+    h = g.copy()
+    g.add("r", Relu(["r[0]", "r[1]"]), ["a"])
+    g.rewire("y", ["r"])
+    assert g.nodes() == ["x", "a", "r", "y"]
+    assert h.nodes() == ["x", "a", "y"]  # the copy did not change
+    g.add("b", Affine(np.eye(2), np.ones(2)), ["x"])
+    g.add("s", Add(2), ["r", "b"])
+    g.rewire("y", ["s"])
+    assert g.nodes().index("s") > max(g.nodes().index("r"), g.nodes().index("b"))
+    g.rewire("y", ["r"])
+    g.remove("s")
+    g.remove("b")
+    assert g.nodes() == ["x", "a", "r", "y"]
+    g.replace("a", Affine(2 * np.eye(2), np.zeros(2)))  # an op, not the structure
+    assert g.nodes() == ["x", "a", "r", "y"] and float(g.op("a").weight[0, 0]) == 2.0
