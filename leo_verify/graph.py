@@ -22,8 +22,7 @@ ids of the units they keep, so reports always speak of the user's neurons.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import ClassVar, Iterable, Iterator, Mapping, Union
 
