@@ -11,6 +11,7 @@ stored floats (or the op's exact weights when a rewrite produced them).
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Callable, Mapping, Sequence
 
@@ -42,10 +43,37 @@ FLOAT_OPS: Mapping[str, Callable] = {
 }
 
 
+def _lcm_den(values) -> int:
+    den = 1
+    for v in values:
+        d = v.denominator
+        if den % d:
+            den = den * d // math.gcd(den, d)
+    return den
+
+
+def _integer_weights(op):
+    """``(W * D, b * D, D)`` as object arrays of Python ints, ``D`` the common denominator of
+    ``op``'s exact weights (cached on the op: one Fraction-free product per evaluation)."""
+    cached = op.__dict__.get("_int_weights")
+    if cached is None:
+        w, b = op.rational()
+        den = _lcm_den(list(w.ravel()) + list(b.ravel()))
+        scale = np.frompyfunc(lambda v: v.numerator * (den // v.denominator), 1, 1)
+        cached = (scale(w).astype(object), scale(b).astype(object), den)
+        object.__setattr__(op, "_int_weights", cached)
+    return cached
+
+
 def _exact_affine(op, args):
-    w, b = op.rational()
+    # exact: W x + b = (Wn xn + bn dx) / (D dx) with integer numerators over common denominators
+    wn, bn, den = _integer_weights(op)
     x = args[0]
-    return [sum((wij * xj for wij, xj in zip(row, x) if wij), bi) for row, bi in zip(w, b)]
+    dx = _lcm_den(x)
+    xn = np.array([v.numerator * (dx // v.denominator) for v in x], dtype=object)
+    out = (wn.dot(xn) if len(x) else np.zeros(len(bn), dtype=object)) + bn * dx
+    total = den * dx
+    return [Fraction(int(v), total) for v in out]
 
 
 EXACT_OPS: Mapping[str, Callable] = {

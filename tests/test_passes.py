@@ -458,3 +458,36 @@ def test_graph_order_cache_follows_every_structural_change():
     assert g.nodes() == ["x", "a", "r", "y"]
     g.replace("a", Affine(2 * np.eye(2), np.zeros(2)))  # an op, not the structure
     assert g.nodes() == ["x", "a", "r", "y"] and float(g.op("a").weight[0, 0]) == 2.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_exact_interpreter_matches_the_fraction_reference(data):
+    """``evaluate_exact`` (integer numerators over common denominators) equals the plain
+    Fraction sum, for float weights and for exact rational ones (``Affine.from_rational``)."""
+    from fractions import Fraction
+    f = data.draw(networks(inputs=(1, 4), hidden=(1, 5), layers=(1, 3)))
+    g = f.copy()
+    first = next(n for n, op in g.items() if op.kind == "affine")
+    w, b = g.op(first).rational()
+    g.replace(first, Affine.from_rational([[v / 3 for v in row] for row in w], [v / 7 for v in b]))
+    x = [Fraction(data.draw(st.integers(-50, 50)), data.draw(st.integers(1, 9))) for _ in range(f.input_size)]
+
+    def reference(graph):
+        vals = {}
+        for name in graph.nodes():
+            op, args = graph.op(name), graph.args(name)
+            if op.kind == "input":
+                vals[name] = list(x)
+            elif op.kind == "affine":
+                ww, bb = op.rational()
+                vals[name] = [sum((wij * xj for wij, xj in zip(row, vals[args[0]])), bi) for row, bi in zip(ww, bb)]
+            elif op.kind == "relu":
+                vals[name] = [max(v, Fraction(0)) for v in vals[args[0]]]
+            elif op.kind == "add":
+                vals[name] = [sum(vs, Fraction(0)) for vs in zip(*(vals[a] for a in args))]
+            else:
+                vals[name] = vals[args[0]]
+        return vals[graph.output_name]
+    for graph in (f, g):
+        assert evaluate_exact(graph, x) == reference(graph)
