@@ -110,7 +110,8 @@ def next_step(result) -> str:
         return "the networks compute different functions on the domain; the counterexample is exact"
     if result.verdict != "unknown":
         return ""
-    if "no certificate the checker kernel re-checks" in result.reason:
+    from .certify.equivalence.result import UNCERTIFIED
+    if UNCERTIFIED in result.reason:
         return ("the claim is proven exactly, without a kernel certificate: if B is a `compress` output, "
                 "give B's path inside its OUT/ folder (its certificate then answers); otherwise add "
                 "--accept-uncertified to report it as EQUIVALENT (recheck cannot re-check it then)")

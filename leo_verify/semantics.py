@@ -11,7 +11,6 @@ stored floats (or the op's exact weights when a rewrite produced them).
 """
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Callable, Mapping, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from .errors import DataError, UnsupportedOp
 from .graph import Graph
+from .kernel.exact import Q
 
 __all__ = ["FLOAT_OPS", "EXACT_OPS", "evaluate", "evaluate_all", "evaluate_exact",
            "evaluate_exact_all", "as_points", "to_fractions"]
@@ -43,24 +43,14 @@ FLOAT_OPS: Mapping[str, Callable] = {
 }
 
 
-def _lcm_den(values) -> int:
-    den = 1
-    for v in values:
-        d = v.denominator
-        if den % d:
-            den = den * d // math.gcd(den, d)
-    return den
-
-
 def _integer_weights(op):
-    """``(W * D, b * D, D)`` as object arrays of Python ints, ``D`` the common denominator of
+    """``[W | b] * D`` as an object array of Python ints and the common denominator ``D`` of
     ``op``'s exact weights (cached on the op: one Fraction-free product per evaluation)."""
     cached = op.__dict__.get("_int_weights")
     if cached is None:
         w, b = op.rational()
-        den = _lcm_den(list(w.ravel()) + list(b.ravel()))
-        scale = np.frompyfunc(lambda v: v.numerator * (den // v.denominator), 1, 1)
-        cached = (scale(w).astype(object), scale(b).astype(object), den)
+        wb = Q.of(np.concatenate([w, b.reshape(-1, 1)], axis=1))
+        cached = (wb.num[:, :-1], wb.num[:, -1], wb.den)
         object.__setattr__(op, "_int_weights", cached)
     return cached
 
@@ -68,11 +58,9 @@ def _integer_weights(op):
 def _exact_affine(op, args):
     # exact: W x + b = (Wn xn + bn dx) / (D dx) with integer numerators over common denominators
     wn, bn, den = _integer_weights(op)
-    x = args[0]
-    dx = _lcm_den(x)
-    xn = np.array([v.numerator * (dx // v.denominator) for v in x], dtype=object)
-    out = (wn.dot(xn) if len(x) else np.zeros(len(bn), dtype=object)) + bn * dx
-    total = den * dx
+    xq = Q.of(args[0])
+    out = (wn.dot(xq.num) if len(args[0]) else np.zeros(len(bn), dtype=object)) + bn * xq.den
+    total = den * xq.den
     return [Fraction(int(v), total) for v in out]
 
 

@@ -65,7 +65,8 @@ def chain_nets(**kw):
 
 
 def draw_pair(data, *, hidden: int, layers: int):
-    """A drawn chain ``f``, a pair ``g`` (perturbed, pruned or unrelated, same shape) and a box."""
+    """A drawn chain ``f``, a pair ``g`` (perturbed, pruned or unrelated, same shape), a box and
+    the two chains aligned."""
     f = data.draw(chain_nets(inputs=(1, 3), hidden=(1, hidden), layers=(1, layers)))
     kind = data.draw(st.sampled_from(["perturbed", "pruned", "other"]))
     if kind == "other":
@@ -74,7 +75,9 @@ def draw_pair(data, *, hidden: int, layers: int):
                                  outputs=(f.output_size, f.output_size)))
     else:
         g = perturbed(f, 0.1, data.draw(st.integers(0, 99)), prune=0.3 if kind == "pruned" else 0.0)
-    return f, g, data.draw(boxes(f.input_size))
+    al = diff.align(f, g)
+    assert not isinstance(al, str), al
+    return f, g, data.draw(boxes(f.input_size)), al
 
 
 def probe_points(data, box, n: int) -> list:
@@ -89,9 +92,7 @@ def probe_points(data, box, n: int) -> list:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_exact_bounds_contain_every_difference(data):
-    f, g, box = draw_pair(data, hidden=5, layers=3)
-    al = diff.align(f, g)
-    assert not isinstance(al, str), al
+    f, g, box, al = draw_pair(data, hidden=5, layers=3)
     b = diff.propagate(al, Q.of(box.lower), Q.of(box.upper))
     lo_d, hi_d = (diff._range(b["Ld"], b["box"], upper=False).fractions(),
                   diff._range(b["Ud"], b["box"], upper=True).fractions())

@@ -38,12 +38,11 @@ import numpy as np
 
 from ..errors import UnsupportedOp
 from ..graph import Graph
-from .exact import Q, int_matmul, limbs_of
+from .exact import Q, floor_to_grid, int_matmul, limbs_of
 from .intervals import GRID_BITS, _clip_phase, _round, node_bounds
 
 __all__ = ["crown_bounds", "preactivations"]
 
-_G = 1 << GRID_BITS
 #: ReLU chord slopes are rounded up to multiples of 2^-SLOPE_BITS (short integers;
 #: the line moves up by at most 2^-SLOPE_BITS (u - l))
 SLOPE_BITS = 32
@@ -56,12 +55,7 @@ def preactivations(graph: Graph) -> set:
 
 
 def _floor_grid(q: Q) -> Q:
-    if q.den == _G:
-        return q
-    k = q.den.bit_length() - 1
-    if q.den == 1 << k and k > GRID_BITS:  # dyadic (the usual case): a shift floors
-        return Q(q.num >> (k - GRID_BITS), _G)
-    return Q(q.num * _G // q.den, _G)
+    return floor_to_grid(q, GRID_BITS)
 
 
 def _ceil_grid(q: Q) -> Q:

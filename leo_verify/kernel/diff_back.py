@@ -44,39 +44,23 @@ with the proven upper bounds of ``v = (z_f, d)``; the constant is rounded up.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .crown import _relaxation
-from .diff import Aligned, _Box, _coarsen, _range, _stack
-from .exact import Q, int_matmul, limbs_of
+from .diff import Aligned, _Box, _coarsen, _lcm, _range, _stack
+from .exact import Q, floor_to_grid, int_matmul, limbs_of
 
 __all__ = ["back_bounds", "GRID_BITS"]
 
 #: ranges and constants live on the grid 2^-GRID_BITS
 GRID_BITS = 40
-_G = 1 << GRID_BITS
 #: back-substituted coefficients are floored to the grid 2^-COEF_BITS before each product with a
 #: weight matrix (short integers: two float64 limbs instead of four or five in the exact product)
 COEF_BITS = 32
 
 
 def _floor(q: Q) -> Q:
-    if q.den == _G:
-        return q
-    k = q.den.bit_length() - 1
-    if q.den == 1 << k and k > GRID_BITS:  # dyadic: a shift floors
-        return Q(q.num >> (k - GRID_BITS), _G)
-    return Q(q.num * _G // q.den, _G)
-
-
-def _floor_to(q: Q, bits: int) -> Q:
-    grid = 1 << bits
-    k = q.den.bit_length() - 1
-    if q.den == 1 << k and k >= bits:
-        return Q(q.num >> (k - bits), grid)
-    return Q(q.num * grid // q.den, grid)
+    return floor_to_grid(q, GRID_BITS)
 
 
 def _ceil(q: Q) -> Q:
@@ -93,20 +77,17 @@ class _Layer:
     def __init__(self, wf: Q, bf: Q, wg: Q, bg: Q):
         self.m, self.w = wf.shape
         dw = wf - wg
-        self.wf, self.dw, self.bf, self.db = wf, dw, bf, bf - bg
-        self.wg, self.bg = wg, bg
-        zero = Q.zeros(wg.shape)
-        top = _stack([wf, zero], 1)
-        bot = _stack([dw, wg], 1)
-        self.s = _stack([top, bot], 0)
-        self.first = _stack([wf, dw], 0)  # the input layer: (z_f, d) = [W_f; dW] x + (b_f, db)
+        s = _stack([_stack([wf, Q.zeros(wg.shape)], 1), _stack([dw, wg], 1)], 0)
+        first = _stack([wf, dw], 0)  # the input layer: (z_f, d) = [W_f; dW] x + (b_f, db)
         self.b2 = _stack([bf, bf - bg], 0)
         # [S | b] and [first | b]: one exact product gives the coefficients and the bias term
         col = Q(self.b2.num[:, None], self.b2.den)
-        self.s_ext, self.first_ext = _stack([self.s, col], 1), _stack([self.first, col], 1)
+        self.s_ext, self.first_ext = _stack([s, col], 1), _stack([first, col], 1)
         self.s_limbs = limbs_of(self.s_ext.num, 2 * self.m)
-        self.s_pos, self.s_neg = self.s.pos(), self.s.neg_part()
-        self.first_pos, self.first_neg = self.first.pos(), self.first.neg_part()
+        self.s_pos, self.s_neg = s.pos(), s.neg_part()
+        self.first_pos, self.first_neg = first.pos(), first.neg_part()
+        # z_g's own interval on the input box (the first layer only)
+        self.wg_pos, self.wg_neg, self.bg = wg.pos(), wg.neg_part(), bg
 
 
 def _layers(al: Aligned) -> list:
@@ -164,9 +145,7 @@ def _relax(lf: Q, uf: Q, lg: Q, ug: Q, ld: Q, ud: Q) -> dict:
 
 def _common(parts: list) -> tuple:
     """``(den, [numerator arrays])`` of :class:`Q` arrays on one denominator."""
-    den = 1
-    for p in parts:
-        den = den * p.den // math.gcd(den, p.den)
+    den = _lcm(parts)
     return den, [p.num * (den // p.den) for p in parts]
 
 
@@ -206,7 +185,7 @@ def _upper_rows(layers: list, k: int, coef: Q, relax: list) -> Q:
         const = _ceil(const + Q(icpt, pden * iden))
         # short coefficients before the next (costly) product: floor them onto the coarser grid
         # 2^-COEF_BITS; the error D (0 <= D < 2^-COEF_BITS) costs at most D . upper(z_f, d)
-        coef = _floor_to(Q(np.concatenate([alpha, beta], axis=1), pden * sden), COEF_BITS)
+        coef = floor_to_grid(Q(np.concatenate([alpha, beta], axis=1), pden * sden), COEF_BITS)
         const = const + rx["charge"]
     raise AssertionError("unreachable")
 
@@ -250,8 +229,8 @@ def back_bounds(al: Aligned, lo: Q, hi: Q) -> dict:
         lf, ld = ilo[:m], ilo[m:]
         uf, ud = ihi[:m], ihi[m:]
         if k == 0:  # z_g's own interval on the box (tighter than lf - ud)
-            lg = _floor(lay.wg.pos() @ box.lo + lay.wg.neg_part() @ box.hi + lay.bg)
-            ug = _ceil(lay.wg.pos() @ box.hi + lay.wg.neg_part() @ box.lo + lay.bg)
+            lg = _floor(lay.wg_pos @ box.lo + lay.wg_neg @ box.hi + lay.bg)
+            ug = _ceil(lay.wg_pos @ box.hi + lay.wg_neg @ box.lo + lay.bg)
         else:
             lg, ug = _floor(lf - ud), _ceil(uf - ld)
             # back-substituted rows for every unit that may be positive in f or g: unstable units

@@ -318,6 +318,18 @@ def int_matmul(a: np.ndarray, b: np.ndarray, *, b_limbs: tuple | None = None) ->
     return out
 
 
+def floor_to_grid(q: Q, bits: int) -> Q:
+    """``q`` rounded down, entry-wise, to a multiple of ``2^-bits`` (the result's denominator is
+    ``2^bits``); a dyadic denominator at least that fine is floored by a shift."""
+    grid = 1 << bits
+    if q.den == grid:
+        return q
+    k = q.den.bit_length() - 1
+    if q.den == 1 << k and k > bits:
+        return Q(q.num >> (k - bits), grid)
+    return Q(q.num * grid // q.den, grid)
+
+
 def _matmul_shape(a: tuple, b: tuple) -> tuple:
     if len(a) == 1 and len(b) == 1:
         return ()

@@ -101,7 +101,7 @@ from .diff_stage import diff_stage
 from .fuzz_stage import _fuzz_stage, _hook_stage, _prover_name
 from .joint import Canon, joint_graph, widen_for_exact_weights
 from .milp_stage import _bounds_stage, _milp_diff_stage, _milp_top1_stage
-from .result import CheckResult, METHODS, MODES, kernel_certificate, replay, VERDICTS
+from .result import CheckResult, METHODS, MODES, UNCERTIFIED, kernel_certificate, replay, VERDICTS
 from .z3_stage import _z3_stage
 
 
@@ -354,7 +354,7 @@ def _require_certificate(result: CheckResult, f: Graph, g: Graph) -> CheckResult
     return dataclasses.replace(
         result, verdict="unknown", method=None, proof=None, certificate=None,
         reason=(f"{result.method} proved the claim in exact arithmetic ({result.reason}), but that proof "
-                "leaves no certificate the checker kernel re-checks, so it is not reported as equivalent "
+                f"{UNCERTIFIED}, so it is not reported as equivalent "
                 "(--accept-uncertified / accept_uncertified=True accepts it)"))
 
 

@@ -2,7 +2,7 @@
 
 The float search of :mod:`.diff_stage` finds leaves it believes proven; each is
 re-proved by the kernel (:func:`leo_verify.kernel.diff_tree.prove_leaves`: forward
-bounds ~20-30 ms per leaf on ACAS Xu, backward bounds 150-350 ms where those fall short).  With ``workers > 1``
+bounds ~20-30 ms per leaf on ACAS Xu, backward bounds 60-130 ms where those fall short).  With ``workers > 1``
 the re-proofs run on a ``spawn`` process pool (fork after torch / solver threads
 start is unsafe) while the search goes on; the pool starts only once
 :data:`POOL_AFTER` leaves have queued (a one-leaf proof never pays the start-up).
@@ -63,7 +63,7 @@ class ExactQueue:
         nodes, self.buf = self.buf, []
         boxes = [(n.lo, n.hi) for n in nodes]
         # the forward bounds are tried first only where the float search expects them to prove
-        forward = [getattr(n, "forward", True) for n in nodes]
+        forward = [n.forward for n in nodes]
         if self.workers > 1 and self.pool is None and self.queued >= POOL_AFTER:
             import multiprocessing as mp
             self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),

@@ -93,6 +93,10 @@ class CheckResult:
         }
 
 
+#: what the reason of an exact proof without a kernel certificate says (the CLI's hint keys on it)
+UNCERTIFIED = "leaves no certificate the checker kernel re-checks"
+
+
 def kernel_certificate(result: "CheckResult", f: Graph, g: Graph) -> dict | None:
     """The body of the kernel-checkable certificate of an EQUIVALENT ``result``, or None.
 
