@@ -57,6 +57,7 @@ class Result:
     report: dict = field(default_factory=dict)
     certificate: object = None
     claims_result: object = None  # exact proofs of the analysis' claims, one ClaimsResult per box
+    deadline: float | None = None  # ``time.monotonic()`` end of ``compress --budget``: certify's default
 
     def to_onnx(self, path: str, *, dtype: str | None = None) -> str:
         from .io.onnx import save_onnx
@@ -79,6 +80,8 @@ class Result:
         from .certify.certificate import certify
         if self.claims_result is not None:
             options.setdefault("claims_result", self.claims_result)
+        if self.deadline is not None:
+            options.setdefault("deadline", self.deadline)
         if emitted is None:
             from .io.onnx import graph_from_onnx_model, to_onnx_model
             emitted = {"compressed.onnx": graph_from_onnx_model(to_onnx_model(self.graph, dtype=dtype))}
@@ -233,7 +236,8 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
         for nid, rec in report["neurons"].items():
             if nid in dropped:
                 rec["claim_not_proven"] = dropped[nid]
-    result = Result(graph, new, facts, report, claims_result=claims_result)
+    result = Result(graph, new, facts, report, claims_result=claims_result,
+                    deadline=None if budget is None else t0 + budget)
     if certify:
         result.certify(box, **dict(certify_options or {}))
     return result

@@ -296,3 +296,33 @@ def test_input_splitting_stops_at_its_deadline_and_proves_only_closed_neurons():
     assert free.counters["split_pieces"] > 0
     proven = [n for n, f in free.facts.items() if f.status != before[n]]
     assert proven and all(free.facts[n].evidence == "symbolic" for n in proven), proven
+
+
+def test_witness_refuted_by_the_exact_replay_leaves_the_column_open_for_other_points(monkeypatch):
+    """The float pass only proposes: a proposal the exact replay refutes is not
+    accepted, and the column is covered by another point instead."""
+    from leo_verify.analysis import witness
+    graph = mlp([np.array([[1.0, -1.0], [1.0, 1.0]]), np.array([[1.0, 1.0]])],
+                [np.array([0.0, -1.0]), np.array([0.0])])
+    rng = np.random.default_rng(0)
+    points = rng.random((50, 2))
+    nids = list(neuron_index(graph))
+    honest = witness.search_witnesses(graph, points, nids)
+    assert set(honest.pos) == set(nids) and set(honest.neg) == set(nids)
+
+    real, refused = witness._confirm, []
+
+    def refuse_first_points(graph_, point, claims, idx):
+        if len(refused) < 3:  # the exact replay "refutes" the first three points offered
+            refused.append(tuple(point))
+            return []
+        return real(graph_, point, claims, idx)
+
+    monkeypatch.setattr(witness, "_confirm", refuse_first_points)
+    found = witness.search_witnesses(graph, points, nids)
+    assert len(refused) == 3
+    assert set(found.pos) == set(nids) and set(found.neg) == set(nids)
+    for side, sign in ((found.pos, 1), (found.neg, -1)):
+        for nid, point in side.items():
+            assert tuple(point) not in refused
+            assert sign * exact_pre(graph, point, nid) > 0

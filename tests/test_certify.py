@@ -58,6 +58,68 @@ def test_q_matches_fractions(a, b):
     assert (qa.pos().fractions() == np.vectorize(lambda v: max(v, 0), otypes=[object])(fa)).all()
 
 
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=12))
+@SETTINGS
+def test_q_of_floats_is_the_exact_rational_of_every_float(values):
+    """The vectorised conversion (no Fraction per entry) against Fraction(float), incl.
+    subnormals, signed zeros and the extremes of the range."""
+    arr = np.array(values)
+    q = Q.of_floats(arr)
+    assert [Fraction(int(n), q.den) for n in q.num] == [Fraction(v) for v in values]
+    with pytest.raises(ValueError):
+        Q.of_floats(np.array([1.0, np.inf]))
+
+
+@given(networks(inputs=(1, 3), hidden=(1, 4), layers=(1, 4)), st.data())
+@SETTINGS
+def test_node_bounds_from_a_prefix_equal_the_full_computation(net, data):
+    """The layer loop of prove_claims / recheck_claims reuses the nodes before the layer it
+    adds facts to: the bounds must be those of a full recomputation with the same facts."""
+    box = data.draw(boxes(net.input_size)).exact_bounds()
+    lemmas, phase, prefix = {}, {}, {}
+    for relu, op in net.relus():
+        pre = net.args(relu)[0]
+        b = node_bounds(net, box, lemmas=lemmas, phase=phase, upto=pre, start=prefix)
+        full = node_bounds(net, box, lemmas=lemmas, phase=phase, upto=pre)
+        assert list(b) == list(full) and all(b[n][0] == full[n][0] and b[n][1] == full[n][1] for n in full)
+        prefix = {n: v for n, v in b.items() if n != pre}
+        lo, hi = b[pre]
+        # new facts on this layer: a lemma halving one unit's range, phases where they hold
+        i = data.draw(st.integers(0, op.size - 1))
+        mid = (lo.fraction(i) + hi.fraction(i)) / 2
+        lnum = [lo.fraction(k) for k in range(op.size)]
+        lnum[i] = mid
+        lemmas[pre] = (Q.of(lnum), hi)
+        for k, nid in enumerate(op.neurons):
+            if hi.fraction(k) <= 0:
+                phase[nid] = "inactive"
+            elif lnum[k] >= 0:
+                phase[nid] = "active"
+
+
+def _nearest_f32_reference(ex, em) -> bool:
+    """|em - ex| <= ulp(em) / 2, one Fraction at a time (the old check_rounding)."""
+    return all(abs(Fraction(float(v)) - e) <= Fraction(float(np.spacing(np.abs(np.float32(v))))) / 2
+               for v, e in zip(em.ravel(), ex.ravel()))
+
+
+@given(st.lists(st.fractions(min_value=-4, max_value=4, max_denominator=10 ** 12), min_size=4, max_size=4),
+       st.integers(0, 3), st.sampled_from([0, 1, -1]))
+@SETTINGS
+def test_check_rounding_matches_the_fraction_reference(vals, where, nudge):
+    ex = np.array(vals, dtype=object).reshape(2, 2)
+    em = np.array([float(np.float32(float(v))) for v in vals]).reshape(2, 2)
+    if nudge:  # one float32 ulp away from the nearest value at one entry
+        i = np.unravel_index(where, em.shape)
+        em[i] = float(np.nextafter(np.float32(em[i]), np.float32(np.inf * nudge)))
+    exact = mlp([np.zeros((2, 2)), np.eye(2)], [np.zeros(2), np.zeros(2)])
+    exact.replace("fc0", Affine.from_rational(ex, np.array([Fraction(0)] * 2, dtype=object)))
+    emitted = exact.copy()
+    emitted.replace("fc0", Affine(em, np.zeros(2)))
+    ok, why = check_rounding(exact, emitted, dtype=np.float32)
+    assert ok == _nearest_f32_reference(ex, em), why
+
+
 @pytest.mark.parametrize("r, n, m, abits, bbits, vector", [
     (20, 50, 50, 60, 44, False),  # the exact-CROWN shape (ACAS Xu)
     (5, 130, 7, 200, 120, False),  # many limbs on both sides
@@ -256,6 +318,26 @@ def test_certificate_of_a_correct_compression_is_certified():
     assert r.report["certificate"]["obligations"]["open"] == 0
     kinds = {o["kind"] for o in r.report["obligations"]}
     assert kinds == {"stability", "rewrite", "rounding", "deviation", "fuzz"}
+
+
+def test_spent_budget_cuts_the_fuzz_campaign_short_but_not_the_proofs(monkeypatch):
+    """compress --budget: certification past the deadline still proves every obligation (an
+    obligation cut short would leave the certificate open); only the falsification campaign,
+    evidence rather than proof, is shortened, and its detail says so."""
+    import time
+    from leo_verify.compressor import compress
+    from leo_verify.certify import certificate
+    monkeypatch.setattr(certificate, "_FUZZ_MIN_SECONDS", 0.0)  # the tiny net's campaign is faster
+    g, box = _tiny()
+    r = compress(g, box, certify=False, proven_claims_only=True)
+    r.deadline = time.monotonic() - 1.0
+    cert = r.certify(box, fuzz_points=2000)
+    assert cert.verdict == "certified"
+    fuzz = [o for o in cert.obligations if o.kind == "fuzz"]
+    assert fuzz and all(o.status == "passed" and "cut short by the budget" in o.detail for o in fuzz)
+    r.deadline = None
+    again = r.certify(box, fuzz_points=2000)
+    assert all("cut short" not in o.detail for o in again.obligations if o.kind == "fuzz")
 
 
 def test_mutation_changed_emitted_weight_is_not_certified():

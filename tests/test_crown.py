@@ -249,3 +249,49 @@ def test_certify_api_uses_piece_trees_and_accepts_a_pieces_budget():
     assert cert.data["regions"][0]["trees"]["z"]["claims"] == {"relu1[0]": [0, "active"]}
     r2 = compress(net, box, certify_options={"pieces_budget": 30.0, "fuzz_points": 500})
     assert r2.report["certificate"]["verdict"] == "certified"
+
+
+# -- many inputs: one exact CROWN bound of the whole box per layer ---------------------------
+def _cancel_net(n_inputs=20):
+    """Two identical, always-active units and a layer-2 unit ``h_A - h_B + 0.1``: intervals see
+    ``[-1.9, 2.1]``, exact CROWN sees ``0.1`` (both units are linear on the box)."""
+    from leo_verify.testing import mlp
+    w1 = np.zeros((2, n_inputs))
+    w1[:, 0], w1[:, 1] = 1.0, -1.0
+    return mlp([w1, np.array([[1.0, -1.0]]), np.array([[1.0]])],
+               [np.array([2.0, 2.0]), np.array([0.1]), np.array([0.0])])
+
+
+def test_many_input_claims_are_proven_by_one_crown_bound_of_the_whole_box_and_recheck():
+    net = _cancel_net()
+    box = Box(np.zeros(20), np.ones(20))
+    l1, l2 = [op.neurons for _, op in net.relus()]
+    claims = {l1[0]: "active", l1[1]: "active", l2[0]: "active"}
+    res = prove_claims(net, box, claims, time_limit=0.0, max_nodes=1)
+    assert {n: p.method for n, p in res.proofs.items()} == \
+        {l1[0]: "interval", l1[1]: "interval", l2[0]: "crown-split"}
+    pre = net.args(net.relus()[1][0])[0]
+    assert res.trees[pre] == {"claims": {l2[0]: [0, "active"]}, "tree": {"settles": [l2[0]]}, "pieces": 1}
+    claims_json = json.loads(json.dumps([p.to_json() for p in res.proofs.values()]))
+    trees = json.loads(json.dumps(res.trees))
+    assert all(recheck_claims(net, _q(box), claims_json, res.lemmas, trees=trees).values())
+    # the tree must name the very claim (direction included), and it is needed
+    flipped = json.loads(json.dumps(trees))
+    flipped[pre]["claims"][l2[0]] = [0, "inactive"]
+    assert recheck_claims(net, _q(box), claims_json, res.lemmas, trees=flipped)[l2[0]] is False
+    assert recheck_claims(net, _q(box), claims_json, res.lemmas)[l2[0]] is False
+    # a false claim is not proven: the unit is 0.1 everywhere
+    bad = prove_claims(net, box, {l2[0]: "inactive"}, time_limit=0.0, max_nodes=1)
+    assert bad.proofs[l2[0]].status == "open"
+    # without the whole-box pass an LP dual proves it (one LP per claim: the cost crown_root saves)
+    off = prove_claims(net, box, claims, time_limit=0.0, max_nodes=1, crown_root=False)
+    assert off.proofs[l2[0]].method == "lp-dual"
+
+
+def test_claims_past_the_deadline_stay_open_except_interval_proofs():
+    net = _cancel_net()
+    box = Box(np.zeros(20), np.ones(20))
+    l1, l2 = [op.neurons for _, op in net.relus()]
+    res = prove_claims(net, box, {l1[0]: "active", l2[0]: "active"}, deadline=time.monotonic() - 1.0)
+    assert res.proofs[l1[0]].status == "proven" and res.proofs[l1[0]].method == "interval"
+    assert res.proofs[l2[0]].status == "open" and "deadline" in res.proofs[l2[0]].reason

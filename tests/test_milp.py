@@ -467,3 +467,38 @@ def test_highs_time_limit_is_per_run_on_a_reused_model():
         statuses.append(h.getModelStatus())
     assert h.getRunTime() >= 0.6 and len(statuses) > 3
     assert all(s == highspy.HighsModelStatus.kOptimal for s in statuses)
+
+
+# -- a task's deadline (issue 17: budgets that hold) --------------------------------
+
+def test_layer_task_deadline_bounds_every_query_and_skips_those_not_started(monkeypatch, tmp_path):
+    import dataclasses
+    import time as _time
+    from leo_verify.analysis.bounds import compute_bounds
+    from leo_verify.analysis.checkpoint import Journal
+    from leo_verify.analysis.queries import LayerTask, Query, run_layer_task
+    g = random_mlp([4, 16, 16, 1], seed=3)
+    box = Box([-1] * 4, [1] * 4)
+    bounds = compute_bounds(g, box)
+    queries = [Query(f"relu2[{i}]", i, sense, 1e-6) for i in range(4) for sense in ("max", "min")]
+    # a deadline already passed: nothing is solved, every answer is an honest timeout
+    past = LayerTask(g, box, bounds, {}, "fc2", queries, time_limit=60.0, deadline=_time.time() - 1)
+    out = run_layer_task(past)
+    assert [o.verdict for o in out] == ["timeout"] * len(queries)
+    assert all(o.dual is None and o.point is None and o.stats["time"] == 0.0 for o in out)
+    # a deadline ahead: each query's limit is at most what is left of it
+    limits = []
+    real = Session.solve
+
+    def spy(self, objective, **kw):
+        limits.append(kw["time_limit"])
+        return real(self, objective, **kw)
+
+    monkeypatch.setattr(Session, "solve", spy)
+    soon = LayerTask(g, box, bounds, {}, "fc2", queries, time_limit=60.0, deadline=_time.time() + 20)
+    run_layer_task(soon)
+    assert len(limits) == len(queries) and all(0 < lim <= 20 for lim in limits)
+    # a timeout under a deadline is not journaled as final (a resumed run asks again)
+    j = Journal(str(tmp_path), {"run": "test"}, query_time_limit=60.0)
+    assert not j.finished(past, out[0])
+    assert j.finished(dataclasses.replace(past, deadline=None), out[0])

@@ -343,8 +343,12 @@ class Journal:
         """Is this answer final (may it be replayed on resume)?"""
         if outcome.verdict == "error":
             return False
-        if outcome.verdict == "timeout" and task.time_limit != self.query_time_limit:
-            return False  # cut short by the budget, not by --query-time-limit
+        if outcome.verdict == "timeout":
+            if task.time_limit != self.query_time_limit:
+                return False  # cut short by the budget, not by --query-time-limit
+            if task.deadline is not None and (self.query_time_limit is None or
+                                              outcome.stats.get("time", 0.0) < 0.9 * self.query_time_limit):
+                return False  # the budget's deadline may have cut it (or kept it from starting)
         return True
 
     def record(self, qkey: str, kind: str, outcome) -> None:

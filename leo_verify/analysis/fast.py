@@ -96,7 +96,7 @@ def milp_layer(state: AnalysisState, layer: str, executor, *, early_stop: bool =
     # the answers in query order (so the facts do not depend on the workers)
     task = LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, queries,
                      backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
-                     early_stop=early_stop)
+                     early_stop=early_stop, deadline=_deadline(state))
     apply_outcomes(state, executor.run_task(task))
 
 
@@ -106,6 +106,12 @@ def _limit(state: AnalysisState):
     if left is not None:
         lim = max(0.1, left) if lim is None else max(0.1, min(lim, left))
     return lim
+
+
+def _deadline(state: AnalysisState):
+    """The budget's end as wall-clock time (workers compare it with ``time.time()``)."""
+    left = state.time_left()
+    return None if left is None else time.time() + left
 
 
 def _split(items, k):
@@ -159,7 +165,7 @@ def lp_layer(state: AnalysisState, layer: str, executor, *, last: bool) -> None:
     opts = state.options
     task = LayerTask(state.graph, state.box, state.bounds, state.stable_fixed(), pre, queries,
                      backend=opts.solver, time_limit=_limit(state), threads=opts.threads,
-                     relax=True)
+                     relax=True, deadline=_deadline(state))
     size = g.size_of(pre)
     lo, hi = state.known.get(pre, (np.full(size, -np.inf), np.full(size, np.inf)))
     lo, hi = lo.copy(), hi.copy()

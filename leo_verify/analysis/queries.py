@@ -16,6 +16,7 @@ Reading a solver's answer (the only place a float solver decides anything):
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,10 @@ class LayerTask:
     threads: int = 1
     early_stop: bool = True
     relax: bool = False  # LP relaxation: the answers are bounds, not decisions
+    #: wall-clock end (``time.time()``, comparable across worker processes) of the whole
+    #: task: each query gets at most what is left, and a query not started by then
+    #: answers "timeout" unsolved (a budget must bound a task of many queries)
+    deadline: float | None = None
 
 
 def _read(q: Query, res, enc) -> QueryOutcome:
@@ -114,7 +119,18 @@ def run_layer_task(task: LayerTask, on_outcome=None) -> list:
                 else dict(primal_stop=-eps, dual_stop=q.tau)
         else:
             stops = {}
-        res = session.solve({z: 1.0}, sense=q.sense, time_limit=task.time_limit, **stops)
+        limit = task.time_limit
+        if task.deadline is not None:
+            left = task.deadline - time.time()
+            if left <= 0.05:
+                out.append(QueryOutcome(q.nid, q.sense, "timeout", None, None, None,
+                                        {"solver": task.backend, "status": "not started (deadline)",
+                                         "time": 0.0, "nodes": 0}))
+                if on_outcome is not None:
+                    on_outcome(len(out) - 1, out[-1])
+                continue
+            limit = left if limit is None else min(limit, left)
+        res = session.solve({z: 1.0}, sense=q.sense, time_limit=limit, **stops)
         out.append(_read(q, res, enc))
         if on_outcome is not None:
             on_outcome(len(out) - 1, out[-1])

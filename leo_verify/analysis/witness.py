@@ -1,29 +1,27 @@
 """Witness search: input points showing a neuron can be on (z > 0) or off (z < 0).
 
-A float evaluation only proposes.  A witness is accepted when
-
-1. a rigorous float enclosure of the pre-activation at that point (interval
-   arithmetic on the degenerate box {x}, with the rounding margins of
-   :mod:`.bounds`) excludes zero on the claimed side, and
-2. the exact rational evaluation (:func:`evaluate_exact_all`) of the point
-   confirms the sign.
+A float evaluation only proposes.  A witness is accepted only when the exact
+rational evaluation (:func:`evaluate_exact_all`) of the point confirms the
+sign: that is the proof.  Proposals are filtered by a relative margin so that
+points whose float value sits within rounding distance of 0 are not offered
+(they would rarely survive the exact check).
 
 Points are chosen greedily so that few distinct points (each re-evaluated
-exactly once) cover as many neurons as possible.
+exactly once) cover as many neurons as possible; a point whose exact check
+refutes a proposal is dropped for that column and the column stays open.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..domain import Box
 from ..graph import Graph
 from ..semantics import backprop, evaluate_all, evaluate_exact_all
-from .bounds import TINY, gamma
 
-__all__ = ["neuron_index", "candidate_points", "point_enclosures", "search_witnesses",
+__all__ = ["neuron_index", "candidate_points", "search_witnesses",
            "gradient_search", "WitnessSet"]
 
 
@@ -58,41 +56,6 @@ def candidate_points(box: Box, rng: np.random.Generator, *, n_random: int = 2000
     return arr
 
 
-def point_enclosures(graph: Graph, x: np.ndarray, nodes: Iterable[str]) -> dict:
-    """Rigorous enclosures ``{node: (lo, hi)}`` (arrays (B, size)) of node values at points."""
-    want = set(nodes)
-    vals: dict = {}
-    out: dict = {}
-    for name in graph.nodes():
-        op = graph.op(name)
-        args = graph.args(name)
-        if op.kind == "input":
-            lo = hi = x
-        elif op.kind == "affine":
-            alo, ahi = vals[args[0]]
-            w = op.weight
-            wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
-            k = w.shape[1] + 1
-            m = np.maximum(np.abs(alo), np.abs(ahi))
-            margin = gamma(k) * (m @ np.abs(w).T + np.abs(op.bias)) + k * TINY
-            hi = ahi @ wp.T + alo @ wn.T + op.bias + margin
-            lo = alo @ wp.T + ahi @ wn.T + op.bias - margin
-        elif op.kind == "relu":
-            alo, ahi = vals[args[0]]
-            lo, hi = np.maximum(alo, 0.0), np.maximum(ahi, 0.0)
-        elif op.kind == "add":
-            los = [vals[a][0] for a in args]
-            his = [vals[a][1] for a in args]
-            margin = gamma(len(args)) * sum(np.maximum(np.abs(l), np.abs(h)) for l, h in zip(los, his))
-            lo, hi = sum(los) - margin, sum(his) + margin
-        else:  # output
-            lo, hi = vals[args[0]]
-        vals[name] = (lo, hi)
-        if name in want:
-            out[name] = (lo, hi)
-    return out
-
-
 class WitnessSet:
     """Verified witnesses: neuron id -> point for each side."""
 
@@ -105,10 +68,10 @@ class WitnessSet:
 
 
 def search_witnesses(graph: Graph, points: np.ndarray, neurons: Sequence[str], *,
-                     found: WitnessSet | None = None, exact: bool = True) -> WitnessSet:
+                     found: WitnessSet | None = None) -> WitnessSet:
     """Add to ``found`` every witness that ``points`` give for ``neurons``.
 
-    Greedy set cover over the certified signs keeps the number of distinct
+    Greedy set cover over the proposed signs keeps the number of distinct
     points (each re-checked in exact arithmetic) small.
     """
     found = found if found is not None else WitnessSet()
@@ -118,13 +81,16 @@ def search_witnesses(graph: Graph, points: np.ndarray, neurons: Sequence[str], *
     if not (need_pos or need_neg) or len(points) == 0:
         return found
     pre_nodes = sorted({idx[n][0] for n in set(need_pos) | set(need_neg)})
-    enc = point_enclosures(graph, points, pre_nodes)
+    # one float pass proposes (point_enclosures' rigorous margins cost 3x and only
+    # filtered: the exact replay below is what accepts a witness)
+    vals = evaluate_all(graph, points)
+    scale = {p: PROPOSE_REL * np.maximum(1.0, np.abs(vals[p]).max(axis=0)) for p in pre_nodes}
     cols = [(n, "pos") for n in need_pos] + [(n, "neg") for n in need_neg]
     cover = np.empty((len(points), len(cols)), dtype=bool)
     for j, (n, side) in enumerate(cols):
         pre, row, _ = idx[n]
-        lo, hi = enc[pre]
-        cover[:, j] = lo[:, row] > 0.0 if side == "pos" else hi[:, row] < 0.0
+        z = vals[pre][:, row]
+        cover[:, j] = z > scale[pre][row] if side == "pos" else z < -scale[pre][row]
     open_cols = np.ones(len(cols), dtype=bool)
     while True:
         gain = (cover & open_cols).sum(axis=1)
@@ -132,13 +98,19 @@ def search_witnesses(graph: Graph, points: np.ndarray, neurons: Sequence[str], *
         if gain[best] == 0:
             break
         point = points[best]
-        hit = cover[best] & open_cols
-        confirmed = _confirm(graph, point, [cols[j] for j in np.flatnonzero(hit)], idx) if exact \
-            else [cols[j] for j in np.flatnonzero(hit)]
-        for n, side in confirmed:
-            (found.pos if side == "pos" else found.neg)[n] = [float(v) for v in point]
-        open_cols &= ~hit  # a point whose exact check failed is not retried for those columns
+        hit = np.flatnonzero(cover[best] & open_cols)
+        proposed = [cols[j] for j in hit]
+        confirmed = set(_confirm(graph, point, proposed, idx))
+        for j, (n, side) in zip(hit, proposed):
+            if (n, side) in confirmed:
+                (found.pos if side == "pos" else found.neg)[n] = [float(v) for v in point]
+                open_cols[j] = False
+        cover[best] = False  # refuted columns stay open for the other points
     return found
+
+
+#: a float value must clear this fraction of its column's magnitude to be proposed
+PROPOSE_REL = 1e-9
 
 
 def _confirm(graph: Graph, point, claims, idx) -> list:

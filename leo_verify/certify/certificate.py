@@ -120,7 +120,7 @@ def certify(original: Graph, compressed: Graph, box, claims: Mapping[str, str], 
             emitted: Mapping[str, Graph] | None = None, dtype: str | None = None,
             time_limit: float = 5.0, max_nodes: int = 2000, fuzz: bool = True, seed: int = 0,
             fuzz_points: int = 10000, witnesses=None, progress=None, claims_result=None,
-            pieces_budget: float = 300.0) -> Certificate:
+            pieces_budget: float = 300.0, deadline: float | None = None) -> Certificate:
     """Certify that ``compressed`` equals ``original`` on ``box``.
 
     Parameters
@@ -137,6 +137,10 @@ def certify(original: Graph, compressed: Graph, box, claims: Mapping[str, str], 
         see :func:`~.pieces.prove_claims_with_pieces`.
     fuzz, seed, fuzz_points, witnesses : the falsification campaign (points shared
         among the boxes).
+    deadline : a ``time.monotonic()`` value (``compress --budget``): the falsification
+        campaign stops by then (it is evidence, not proof: a shorter one only sees fewer
+        points); the proof obligations run to the end whatever the clock says, since an
+        obligation cut short would leave the certificate open.
     claims_result : proofs of ``claims`` already made (by ``compress`` before
         rewriting): one ``ClaimsResult`` or a list, one per box.
     """
@@ -212,8 +216,12 @@ def certify(original: Graph, compressed: Graph, box, claims: Mapping[str, str], 
                    ("" if ident.proven else "; rests on the rewrite identity, which is open")))
         if fuzz:
             t3 = time.monotonic()
+            budget = None
+            if deadline is not None:  # share what is left among the files and boxes still to fuzz
+                files_left = len(emitted) - list(emitted).index(name)
+                budget = max(_FUZZ_MIN_SECONDS, (deadline - t3) / (files_left * len(boxes)))
             runs = [_fuzz(original, g, b, name, eps, seed=seed + k, points=max(500, fuzz_points // len(boxes)),
-                          witnesses=witnesses) for k, b in enumerate(boxes)]
+                          witnesses=witnesses, budget=budget) for k, b in enumerate(boxes)]
             obs = [o for o, _ in runs]
             worst = next((o for o in obs if o.status == "refuted"), None) or next(
                 (o for o in obs if o.status == "open"), None) or obs[0]
@@ -240,10 +248,14 @@ def _fuzz_summary(summaries: list, boxes) -> dict:
     return out
 
 
+#: a budget that is spent still leaves the campaign this long per file and box
+_FUZZ_MIN_SECONDS = 0.5
+
+
 def _fuzz(original: Graph, g: Graph, box: Box, name: str, eps: Fraction | None, *, seed, points,
-          witnesses) -> tuple[Obligation, dict]:
+          witnesses, budget=None) -> tuple[Obligation, dict]:
     from .fuzz import falsify
-    r = falsify(original, g, box, seed=seed, points=points, extra=witnesses)
+    r = falsify(original, g, box, seed=seed, points=points, extra=witnesses, budget=budget)
     ob = Obligation(f"fuzz:{name}", "fuzz",
                     f"no input found where {name} and the original differ by more than eps",
                     "passed", "falsification campaign (corners, edges, uniform, ReLU boundaries, "
@@ -264,5 +276,6 @@ def _fuzz(original: Graph, g: Graph, box: Box, name: str, eps: Fraction | None, 
     elif eps is None:
         ob.status = "open"
         ob.detail = "no eps to compare with"
-    ob.detail = ob.detail or f"largest difference seen {r.max_diff:.3e} (float64) over {r.evaluated} points"
+    ob.detail = ob.detail or (f"largest difference seen {r.max_diff:.3e} (float64) over {r.evaluated} points"
+                              + (" (campaign cut short by the budget)" if r.stopped else ""))
     return ob, summary

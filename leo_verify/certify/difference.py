@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UnsupportedOp
 from ..graph import Graph
 from ..kernel.exact import Q
-from ..kernel.identity import FORM_OPS, _Forms, forms
+from ..kernel.identity import FORM_OPS, _Forms, forms, key_row
 
 __all__ = ["bound_difference"]
 
@@ -64,7 +64,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
         return None, str(e)
     # float copies of the original's unit forms for the nearest-form search
     keys = list(table)
-    ref = np.array([[float(v) for v in k] for k in keys]) if keys else np.zeros((0, st.width))
+    ref = np.array([key_row(k).floats() for k in keys]) if keys else np.zeros((0, st.width))
     mf = m.floats()
     err: dict = {}
     failure = []
@@ -80,7 +80,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
                 return Q(out, 1)
             j = int(np.argmin(np.abs(ref - pref[i]) @ mf))
             nid, post = table[keys[j]]
-            diff = Q.of(list(keys[j])) - pre[i]
+            diff = key_row(keys[j]) - pre[i]
             d = (abs(diff) * m).sum()
             e = Fraction(int(d.num), d.den) + (e_in.fraction(i) if e_in is not None else 0)
             rows.append(post)

@@ -327,8 +327,11 @@ def recheck_claims(graph: Graph, box: tuple, claims_json: list, lemmas_json: lis
             verdict[f"trees:{key}"] = False
     lemmas: dict = {}
     phase: dict = {}
+    prefix: dict = {}
     for relu, op, pre in _layers(graph):
-        b = node_bounds(graph, box, lemmas=lemmas, phase=phase, upto=pre)
+        b = node_bounds(graph, box, lemmas=lemmas, phase=phase, upto=pre, start=prefix)
+        # the nodes before ``pre`` do not depend on this layer's lemmas and phases
+        prefix = {n: v for n, v in b.items() if n != pre}
         lof, hif = list(b[pre][0].fractions()), list(b[pre][1].fractions())
         lp = None
         if by_node.get(pre) or any(claims.get(n, {}).get("method") == "bab" for n in op.neurons):

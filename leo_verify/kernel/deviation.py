@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import UnsupportedOp
 from ..graph import Graph
 from .exact import Q, to_float
-from .intervals import node_bounds
+from .intervals import affine_q, node_bounds
 
 __all__ = ["pair_nodes", "deviation_bound", "check_rounding"]
 
@@ -65,9 +65,8 @@ def deviation_bound(exact: Graph, emitted: Graph, box: tuple) -> tuple[Fraction 
         if op.kind == "input":
             err[x] = Q.zeros(op.size)
         elif op.kind == "affine":
-            w, b = op.rational()
-            ew, eb = eop.rational()
-            wq, bq, ewq, ebq = Q.of(w), Q.of(b), Q.of(ew), Q.of(eb)
+            wq, bq = affine_q(op)
+            ewq, ebq = affine_q(eop)
             lo, hi = bounds[args[0]]
             amax = abs(lo).maximum(abs(hi))
             err[x] = (abs(ewq) @ err[args[0]] + abs(ewq - wq) @ amax + abs(ebq - bq)).reduce()
@@ -85,13 +84,12 @@ def deviation_bound(exact: Graph, emitted: Graph, box: tuple) -> tuple[Fraction 
     return eps, ""
 
 
-def _half_ulp(v: float, dtype) -> Fraction:
-    f = np.array(v, dtype=dtype)
-    return Fraction(float(np.spacing(np.abs(f)))) / 2
-
-
 def check_rounding(exact: Graph, emitted: Graph, *, dtype) -> tuple[bool, str]:
-    """Every emitted weight/bias is a nearest ``dtype`` value of the exact one (exactly checked)."""
+    """Every emitted weight/bias is a nearest ``dtype`` value of the exact one (exactly checked).
+
+    ``|w' - w| <= ulp(w') / 2`` for all entries at once, in integers: ``w'`` and the
+    half-ulps (powers of two, exact as floats) become :class:`Q` arrays.
+    """
     pairs = pair_nodes(exact, emitted)
     if isinstance(pairs, str):
         return False, pairs
@@ -99,14 +97,22 @@ def check_rounding(exact: Graph, emitted: Graph, *, dtype) -> tuple[bool, str]:
         op, eop = exact.op(x), emitted.op(y)
         if op.kind != "affine":
             continue
-        for what, ex, em in (("weight", op.rational()[0], eop.weight), ("bias", op.rational()[1], eop.bias)):
+        ew, eb = affine_q(op)
+        for what, ex, em in (("weight", ew, eop.weight), ("bias", eb, eop.bias)):
             emf = np.asarray(em, dtype=np.float64)
-            if not np.all(np.asarray(emf.astype(dtype), dtype=np.float64) == emf):
-                idx = np.argwhere(np.asarray(emf.astype(dtype), dtype=np.float64) != emf)[0]
+            as_dtype = np.asarray(emf.astype(dtype), dtype=np.float64)
+            if not np.all(as_dtype == emf):
+                idx = np.argwhere(as_dtype != emf)[0]
                 return False, f"node {y!r} {what}{list(idx)}: {emf[tuple(idx)]!r} is not a {np.dtype(dtype).name}"
-            for idx in np.ndindex(emf.shape):
-                v = float(emf[idx])
-                if abs(Fraction(v) - ex[idx]) > _half_ulp(v, dtype):
-                    return False, (f"node {y!r} {what}{list(idx)}: emitted {v!r} is not the {np.dtype(dtype).name} "
-                                   f"rounding of the exact value {to_float(ex[idx])!r}")
+            if not emf.size:
+                continue
+            ulp = Q.of_floats(np.spacing(np.abs(emf.astype(dtype))).astype(np.float64))
+            half_ulp = Q(ulp.num, 2 * ulp.den)  # halved exactly (half the least subnormal is no float)
+            err = abs(Q.of_floats(emf) - ex)
+            a, b, _ = err._align(half_ulp)
+            bad = np.argwhere(a > b)
+            if bad.size:
+                idx = tuple(int(i) for i in bad[0])
+                return False, (f"node {y!r} {what}{list(idx)}: emitted {float(emf[idx])!r} is not the "
+                               f"{np.dtype(dtype).name} rounding of the exact value {to_float(ex.fraction(idx))!r}")
     return True, ""

@@ -126,6 +126,8 @@ class Q:
     @classmethod
     def of(cls, values) -> "Q":
         """From floats, ints, Fractions (any nesting numpy accepts), exactly."""
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            return cls.of_floats(values)
         arr = np.asarray(values, dtype=object)
         flat = [as_fraction(v) for v in arr.ravel()]
         den = 1
@@ -135,6 +137,40 @@ class Q:
                 den = den * d // math.gcd(den, d)
         num = np.array([f.numerator * (den // f.denominator) for f in flat], dtype=object)
         return cls(num.reshape(arr.shape), den)
+
+    @classmethod
+    def of_floats(cls, values: np.ndarray) -> "Q":
+        """From a float array, exactly, without a Fraction per entry.
+
+        Each float is ``m 2^e`` with ``m`` an integer of at most 53 bits
+        (``frexp``); the common denominator is ``2^k`` for the smallest ``e``,
+        so every numerator is ``m 2^(e + k)``, an exact Python int.
+        """
+        arr = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            bad = arr[~np.isfinite(arr)].ravel()[0]
+            raise ValueError(f"not a finite number: {bad!r}")
+        frac, exp = np.frexp(arr)
+        mant = (frac * 2.0 ** 53).astype(np.int64)  # exact: |frac| < 1 has 53 bits
+        exp = exp.astype(np.int64) - 53
+        nz = mant != 0
+        if not np.any(nz):
+            return cls(np.zeros(arr.shape, dtype=object) * 0, 1)
+        # strip trailing zero bits so the denominator is as small as the data allows
+        tz = np.zeros(arr.shape, dtype=np.int64)
+        m = np.where(nz, np.abs(mant), 1)
+        while True:
+            even = (m & 1) == 0
+            if not np.any(even):
+                break
+            m = np.where(even, m >> 1, m)
+            tz += even
+        mant = np.where(mant < 0, -m, m) * nz
+        exp = exp + tz
+        k = max(0, int(-exp[nz].min()))
+        shift = np.where(nz, exp + k, 0)
+        num = mant.astype(object) * np.left_shift(np.ones(arr.shape, dtype=object), shift.astype(object))
+        return cls(num, 1 << k)
 
     @classmethod
     def zeros(cls, shape) -> "Q":

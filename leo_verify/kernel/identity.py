@@ -39,13 +39,24 @@ import numpy as np
 from ..errors import UnsupportedOp
 from ..graph import Graph
 from .exact import Q
+from .intervals import affine_q
 
-__all__ = ["FORM_OPS", "forms", "check_identity", "IdentityResult"]
+__all__ = ["FORM_OPS", "forms", "check_identity", "IdentityResult", "key_row"]
 
 
 def _row_key(m: Q, i: int) -> tuple:
-    """A hashable exact key of row ``i`` (reduced: equal rationals give equal keys)."""
-    return tuple(Fraction(int(n), m.den) for n in m.num[i])
+    """A hashable exact key of row ``i``: ``(D, n_1, ..., n_k)`` with ``D`` the row's least
+    common denominator, so equal rational rows give equal keys.  Dividing by
+    ``g = gcd(den, n_1, ..., n_k)`` gives it: a prime dividing the reduced ``D`` and every
+    ``n_j`` would make ``D / p`` a common denominator."""
+    nums = [int(n) for n in m.num[i]]
+    g = math.gcd(m.den, *nums)
+    return (m.den // g, *(n // g for n in nums))
+
+
+def key_row(key: tuple) -> Q:
+    """The row (a 1-D :class:`Q`) a :func:`_row_key` key stands for."""
+    return Q(np.array(key[1:], dtype=object), key[0])
 
 
 class _Forms:
@@ -70,8 +81,7 @@ def _f_input(st, op, name, args, ctx):
 
 
 def _f_affine(st, op, name, args, ctx):
-    w, b = op.rational()
-    wq, bq = Q.of(w), Q.of(b)
+    wq, bq = affine_q(op)
     src = args[0]
     if ctx.get("identity_input") is src:  # layer 1: W [I | 0 | 0] needs no product
         num = np.zeros((op.size, st.width), dtype=object)
@@ -122,12 +132,13 @@ def _ray(m: Q, i: int) -> tuple | None:
     """Row ``i`` scaled by a positive factor to a canonical representative (first non-zero
     entry +-1) and that factor: rows that are positive multiples of each other share the
     key.  ``None`` for a zero row."""
-    row = [Fraction(int(n), m.den) for n in m.num[i]]
-    lead = next((v for v in row if v != 0), None)
+    nums = [int(n) for n in m.num[i]]
+    lead = next((v for v in nums if v != 0), None)
     if lead is None:
         return None
-    s = abs(lead)
-    return tuple(v / s for v in row), s
+    # row / |lead| has the numerators n_j over the common denominator |lead|: reduce as in _row_key
+    g = math.gcd(abs(lead), *nums)
+    return (abs(lead) // g, *(n // g for n in nums)), Fraction(abs(lead), m.den)
 
 
 def forms(graph: Graph, phase: Mapping[str, str]) -> tuple[_Forms, dict, dict]:
