@@ -2,7 +2,8 @@
 
     python examples/scale_benchmarks.py                       # every row
     python examples/scale_benchmarks.py --only acas chain50   # rows whose name contains a word
-    python examples/scale_benchmarks.py --budget 60 --out out/scale
+    python examples/scale_benchmarks.py --budget 60 --out out/scale --only mnist
+    # OUT/table.md holds the last run of every row run into OUT (mix budgets per row that way)
 
 Rows (the networks are built or trained on first use into ``OUT/nets``, seeded):
 
@@ -116,7 +117,7 @@ def run_row(name, model, domain, out, *, budget, timeout, extra) -> dict:
     with open(log_path, errors="replace") as fh:
         log = fh.read()
     row = {"name": name, "model": os.path.basename(model), "domain": os.path.basename(domain),
-           "wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": proc.returncode,
+           "budget_s": budget, "wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": proc.returncode,
            "killed_after_s": timeout if killed else None}
     report = os.path.join(out, "report.json")
     if killed or not os.path.exists(report):
@@ -141,17 +142,18 @@ def run_row(name, model, domain, out, *, budget, timeout, extra) -> dict:
 
 
 def markdown(results) -> str:
-    head = ("| network | domain | units | analysis s | certification s | ratio | removed | unknown "
-            "| claims kept | verdict | wall s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| network | domain | units | budget s | analysis s | certification s | ratio | removed | unknown "
+            "| claims kept | verdict | wall s | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in results:
+        budget = "-" if r.get("budget_s") is None else f"{r['budget_s']:g}"
         if "units" not in r:
-            lines.append(f"| {r['name']} | {r['domain']} | | | | | | | | {r['verdict']} | {r['wall_s']} "
+            lines.append(f"| {r['name']} | {r['domain']} | | {budget} | | | | | | | {r['verdict']} | {r['wall_s']} "
                          f"| {r['peak_rss_mb']} |")
             continue
-        lines.append(f"| {r['name']} | {r['domain']} | {r['units']} | {r['analysis_s']:.1f} | {r['certify_s']:.1f} "
-                     f"| {r['ratio']} | {r['removed']} | {r['unknown']} | {r['claims_not_proven']} | {r['verdict']} "
-                     f"| {r['wall_s']} | {r['peak_rss_mb']} |")
+        lines.append(f"| {r['name']} | {r['domain']} | {r['units']} | {budget} | {r['analysis_s']:.1f} "
+                     f"| {r['certify_s']:.1f} | {r['ratio']} | {r['removed']} | {r['unknown']} "
+                     f"| {r['claims_not_proven']} | {r['verdict']} | {r['wall_s']} | {r['peak_rss_mb']} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -177,7 +179,14 @@ def main(argv=None) -> int:
         with open(os.path.join(args.out, "results.jsonl"), "a") as fh:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "log_tail"}), flush=True)
-    table = markdown(results)
+    # the table shows every row run so far into OUT (the last run of each), in row order
+    latest = {}
+    with open(os.path.join(args.out, "results.jsonl")) as fh:
+        for line in fh:
+            rec = json.loads(line)
+            latest[rec["name"]] = rec
+    order = [name for name, *_ in rows(args.out)]
+    table = markdown([latest[n] for n in order if n in latest])
     with open(os.path.join(args.out, "table.md"), "w") as fh:
         fh.write(table)
     print(table)

@@ -146,8 +146,13 @@ def _compress_into(args, out: str, formats: list, graph, union, kw: dict) -> int
                                   dtype=args.dtype, time_limit=args.certify_time_limit,
                                   seed=args.seed, progress=None)
             bar.update(len(cert.obligations), verdict=cert.verdict)
+        smt2_skipped: list = []
         write_proofs(out, cert, original=result.original, compressed=result.graph,
-                     model_sha=graph.metadata.get("sha256"), emitted=emitted, smt2=not args.no_smt2)
+                     model_sha=graph.metadata.get("sha256"), emitted=emitted, smt2=not args.no_smt2,
+                     deadline=result.deadline, smt2_skipped=smt2_skipped)
+        if smt2_skipped:
+            print(f"note: {len(smt2_skipped)} SMT-LIB statement(s) not written to proofs/: the budget was "
+                  f"spent (they are an extra check for an SMT solver; recheck does not need them)")
         report["certificate"] = cert.summary()
         report["certificate"]["proofs"] = "proofs/certificate.json"
         report["obligations"] = [o.to_json() for o in cert.obligations]

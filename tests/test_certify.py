@@ -454,6 +454,35 @@ def test_smt2_files_are_unsat_under_z3(tmp_path):
         assert str(s.check()) == ent["expected"]
 
 
+def test_smt2_statements_past_the_deadline_are_not_written_and_not_indexed(tmp_path):
+    """compress --budget: SMT-LIB files are an extra re-check, written only while the budget
+    lasts; the index lists those written (recheck never reads them)."""
+    import time as _time
+    from leo_verify.certify.proofs import write_proofs
+    from leo_verify.compressor import compress
+    from leo_verify.io.onnx import save_onnx
+    from leo_verify.util import sha256_file
+    g, box = _tiny()
+    r = compress(g, box, certify=False, proven_claims_only=True)
+    for when, out in ((None, tmp_path / "all"), (_time.monotonic() - 1.0, tmp_path / "late")):
+        out.mkdir()
+        save_onnx(r.graph, str(out / "compressed.onnx"))
+        cert = r.certify(box, fuzz_points=500)
+        skipped: list = []
+        write_proofs(str(out), cert, original=r.original, compressed=r.graph, model_sha=sha256_file(TINY),
+                     emitted={"compressed.onnx": str(out / "compressed.onnx")}, deadline=when,
+                     smt2_skipped=skipped)
+        doc = json.loads((out / "proofs" / "certificate.json").read_text())
+        written = sorted(f.name for f in (out / "proofs").glob("*.smt2"))
+        assert sorted(e["file"] for e in doc["smt2"]) == written
+        if when is None:
+            assert written and not skipped
+            n_all = len(written)
+        else:
+            assert not written and len(skipped) == n_all
+            assert all(o.get("smt2") is None for o in doc["obligations"])
+
+
 # -- claims proven piece by piece -----------------------------------------------------
 def test_pieces_prove_what_the_whole_box_relaxation_cannot_and_recheck():
     from leo_verify.certify.pieces import prove_by_pieces

@@ -219,7 +219,8 @@ def certify(original: Graph, compressed: Graph, box, claims: Mapping[str, str], 
             budget = None
             if deadline is not None:  # share what is left among the files and boxes still to fuzz
                 files_left = len(emitted) - list(emitted).index(name)
-                budget = max(_FUZZ_MIN_SECONDS, (deadline - t3) / (files_left * len(boxes)))
+                # half of what is left: the SMT-LIB statements written after this share the rest
+                budget = max(_FUZZ_MIN_SECONDS, 0.5 * (deadline - t3) / (files_left * len(boxes)))
             runs = [_fuzz(original, g, b, name, eps, seed=seed + k, points=max(500, fuzz_points // len(boxes)),
                           witnesses=witnesses, budget=budget) for k, b in enumerate(boxes)]
             obs = [o for o, _ in runs]

@@ -105,8 +105,11 @@ def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str,
                 hopeful.add(nid)
         if hopeful:
             exact_calls += 1
+            # the kernel recomputes only the rows a node settles: each row's bound is the same
+            # whichever others are computed, so the hopeful rows are all we need here
             b = crown_bounds(graph, (list(map(Fraction, lo.tolist())), list(map(Fraction, hi.tolist()))),
-                             lemmas=lemmas, phase=phase, upto=pre)
+                             lemmas=lemmas, phase=phase, upto=pre,
+                             target_rows={claims[n][0] for n in hopeful})
             got = _settled(b, pre, claims, hopeful)
             if got:
                 node["settles"] = sorted(got)

@@ -68,8 +68,15 @@ def _layer_of(graph: Graph) -> dict:
             for i, nid in enumerate(op.neurons)}
 
 
-def _smt2_files(folder: str, original: Graph, cert: Certificate) -> dict:
-    """Write one SMT-LIB file per claim (and box) proven by branching; returns obligation id -> file."""
+def _smt2_files(folder: str, original: Graph, cert: Certificate, *, deadline: float | None = None,
+                skipped: list | None = None) -> dict:
+    """Write one SMT-LIB file per claim (and box) proven by branching; returns obligation id -> file.
+
+    ``deadline`` (``time.monotonic()``, ``compress --budget``): files not started by then are
+    not written (their obligation ids go to ``skipped``).  They are an independent re-check
+    for an SMT solver, not part of the proof ``recheck`` verifies; the index lists the files
+    written (as with ``--no-smt2``, which writes none).
+    """
     from .certificate import stability_id
     where = _layer_of(original)
     order = [r for r, _ in original.relus()]
@@ -87,6 +94,10 @@ def _smt2_files(folder: str, original: Graph, cert: Certificate) -> dict:
             oid = stability_id(nid, k, len(regions))
             if c["method"] in ("interval", "lp-dual", "crown-split") or nid not in where or \
                     not any(o.id == oid for o in cert.obligations):
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                if skipped is not None:
+                    skipped.append(oid)
                 continue
             relu, pre, row = where[nid]
             earlier = set(order[:order.index(relu)])
@@ -107,8 +118,12 @@ def _smt2_files(folder: str, original: Graph, cert: Certificate) -> dict:
 
 
 def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed: Graph,
-                 model_sha: str | None, emitted: dict, smt2: bool = True) -> str:
-    """Write ``out_dir/proofs/`` (see the module docstring); returns the folder."""
+                 model_sha: str | None, emitted: dict, smt2: bool = True, deadline: float | None = None,
+                 smt2_skipped: list | None = None) -> str:
+    """Write ``out_dir/proofs/`` (see the module docstring); returns the folder.
+
+    ``deadline`` / ``smt2_skipped``: see :func:`_smt2_files`.
+    """
     from ..errors import DataError
     from ..kernel.binding import plain_name
     if not isinstance(model_sha, str) or len(model_sha) != 64:
@@ -119,7 +134,7 @@ def write_proofs(out_dir: str, cert: Certificate, *, original: Graph, compressed
                         f"'compressed.<ext>' names inside the output folder")
     folder = os.path.join(out_dir, "proofs")
     os.makedirs(folder, exist_ok=True)
-    files = _smt2_files(folder, original, cert) if smt2 else {}
+    files = _smt2_files(folder, original, cert, deadline=deadline, skipped=smt2_skipped) if smt2 else {}
     for ob in cert.obligations:
         ob.smt2 = files.get(ob.id)
     regions = []

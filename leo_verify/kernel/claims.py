@@ -194,7 +194,8 @@ def check_crown_tree(graph: Graph, box: tuple, tree: dict, pre: str, claims: Map
         settles = node.get("settles", [])
         settles = ({n for n in settles if isinstance(n, str)} & pending) if isinstance(settles, list) else set()
         if settles:
-            b = crown_bounds(graph, (lo, hi), lemmas=lemmas, phase=phase, upto=pre)
+            b = crown_bounds(graph, (lo, hi), lemmas=lemmas, phase=phase, upto=pre,
+                             target_rows={claims[n][0] for n in settles})
             blo, bhi = b[pre]
             pending = pending - {n for n in settles
                                  if holds(claims[n][1], blo.fraction(claims[n][0]), bhi.fraction(claims[n][0]))}

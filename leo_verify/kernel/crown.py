@@ -192,13 +192,20 @@ def _backsub(graph: Graph, bounds: Mapping, target: str, rows: np.ndarray, upper
 
 
 def crown_bounds(graph: Graph, box: tuple, *, lemmas: Mapping | None = None,
-                 phase: Mapping | None = None, upto: str | None = None) -> dict:
+                 phase: Mapping | None = None, upto: str | None = None,
+                 target_rows=None) -> dict:
     """Exact bounds ``{node: (lo Q, hi Q)}``: intervals, tightened by exact CROWN at pre-activations.
 
     Same contract as :func:`~.intervals.node_bounds` (``lemmas`` and
     ``phase`` are proven facts and are intersected in; a bound may come out
     empty only if they are not); every pre-activation that is not an affine
     map of the input itself also gets the back-substitution bound.
+
+    ``target_rows``: only these rows of ``upto`` get the back-substitution bound (the
+    others keep their interval bound).  Each row's bound is computed on its own (the
+    relaxation, grid rounding and charges are per coefficient row), so the rows computed
+    are the same whichever others are: a piece that proves a few claims of the deepest
+    layer pays for those rows only.
     """
     pre = preactivations(graph)
     inp = graph.input_name
@@ -214,6 +221,8 @@ def crown_bounds(graph: Graph, box: tuple, *, lemmas: Mapping | None = None,
         # an inactive unit outputs 0 whatever its bounds
         a, b, den = lo._align(hi)
         rows = np.flatnonzero(b > 0)
+        if name == upto and target_rows is not None:
+            rows = np.intersect1d(rows, np.asarray(sorted(target_rows), dtype=np.int64))
         if not rows.size:
             return lo, hi
         out[name] = (lo, hi)
