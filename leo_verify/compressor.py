@@ -188,6 +188,7 @@ def compress(model, domain, *, facts: Facts | str | None = None, exact: bool = T
             for b in union.boxes:  # a claim is used only if it is proven on every box
                 t = time.monotonic()
                 res = prove_claims_with_pieces(graph, b, stable, time_limit=copts.get("time_limit", 5.0),
+                                               workers=int(analysis_options.get("workers") or 1),
                                                max_nodes=copts.get("max_nodes", 2000),
                                                pieces_budget=copts.get("pieces_budget", 300.0) / len(union),
                                                progress=bar.update,

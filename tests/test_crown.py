@@ -295,3 +295,27 @@ def test_claims_past_the_deadline_stay_open_except_interval_proofs():
     res = prove_claims(net, box, {l1[0]: "active", l2[0]: "active"}, deadline=time.monotonic() - 1.0)
     assert res.proofs[l1[0]].status == "proven" and res.proofs[l1[0]].method == "interval"
     assert res.proofs[l2[0]].status == "open" and "deadline" in res.proofs[l2[0]].reason
+
+
+def test_piece_pool_builds_the_same_tree_as_the_inline_run(monkeypatch):
+    """compress --workers N: the pieces' exact bounds run on a process pool; results are used
+    in submission order, so the tree (and what it proves) is the inline one."""
+    from leo_verify.certify import crown_split
+    from leo_verify.certify.crown_split import PiecePool
+    net = abs_trick()
+    box = Box(np.array([-1.0]), np.array([1.0]))
+    pre = net.args(net.relus()[-1][0])[0]
+    claims = {"relu1[0]": (0, "active")}
+    inline = prove_layer_by_pieces(net, box, pre, claims, lemmas={}, phase={},
+                                   deadline=time.monotonic() + 60)
+    monkeypatch.setattr(crown_split, "POOL_AFTER", 0)  # the pool from the first round on
+    pool = PiecePool(net, 2)
+    try:
+        pooled = prove_layer_by_pieces(net, box, pre, claims, lemmas={}, phase={},
+                                       deadline=time.monotonic() + 60, pool=pool)
+        assert pool.pool is not None  # the rounds did go to the processes
+    finally:
+        pool.close()
+    assert inline[1] == pooled[1] == {"relu1[0]"}
+    assert json.dumps(inline[0], sort_keys=True) == json.dumps(pooled[0], sort_keys=True)
+    assert check_layer_tree(net, _q(box), pooled[0], pre, claims, lemmas={}, phase={}) == {"relu1[0]"}

@@ -194,8 +194,14 @@ class Encoding:
         return self.node_vars[node]
 
     def input_point(self, x) -> np.ndarray:
-        """The input coordinates of a solution vector ``x`` of the program."""
-        return np.asarray(x, dtype=np.float64)[self.inputs]
+        """The input coordinates of a solution vector ``x`` of the program, clipped into the
+        input variables' bounds (the box): solvers meet bounds only within their feasibility
+        tolerance (HiGHS returned points up to ~1e-7 outside), and a point reported as an input
+        must lie in the domain.  Every caller replays the point (exactly, for a witness), so
+        the clipped point is what is judged."""
+        lb, ub = self.program.bounds()
+        idx = np.asarray(self.inputs)
+        return np.clip(np.asarray(x, dtype=np.float64)[idx], lb[idx], ub[idx])
 
     def assignment(self, point) -> np.ndarray:
         """A solution vector of the program for the input ``point`` (a start solution).

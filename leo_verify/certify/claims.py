@@ -220,7 +220,7 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
                  max_nodes: int = 2000, tighten: bool | None = None,
                  progress: Callable | None = None, deadline: float | None = None,
                  input_split: bool = True, crown_budget: float = 0.0,
-                 crown_pieces: int = 2000, crown_root: bool = True) -> ClaimsResult:
+                 crown_pieces: int = 2000, crown_root: bool = True, crown_pool=None) -> ClaimsResult:
     """Prove each claim (neuron id -> ``"active"``/``"inactive"``) over ``box`` exactly.
 
     Parameters
@@ -241,6 +241,7 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
         (:mod:`.crown_split`; networks with at most :data:`INPUT_SPLIT_MAX`
         inputs), tried before branch and bound.  0 turns it off.
     crown_pieces : at most this many pieces per layer.
+    crown_pool : a :class:`~.crown_split.PiecePool`: the exact bounds of the pieces run on it.
     crown_root : networks with more than :data:`INPUT_SPLIT_MAX` inputs: first bound
         each layer by exact CROWN on the whole box (one back-substitution per layer
         proves the claims the float analysis proved by symbolic bounds; a tree of
@@ -316,6 +317,7 @@ def prove_claims(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limi
             gap = {nid: float((hif[i] if claim == "inactive" else -lof[i]) / max(hif[i] - lof[i], Fraction(1, 10 ** 9)))
                    for i, nid, claim in failed}
             failed = _crown_layer(graph, box, pre, failed, lemmas, phase, out, crown_pieces, bab, gap,
+                                  pool=crown_pool,
                                   deadline=time.monotonic() + max(0.0, crown_end - time.monotonic())
                                   / (n_layers - k))
         for i, nid, claim in failed:
@@ -388,7 +390,7 @@ _QUICK_BAB_AFTER = 128
 _QUICK_BAB_SECONDS = 2.0
 
 
-def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, bab, gap, *, deadline):
+def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, bab, gap, *, deadline, pool=None):
     """Prove a layer's failed claims on pieces with exact CROWN (and, at a pause, brief
     branch and bound); returns those still failing."""
     from .crown_split import prove_layer_by_pieces
@@ -415,7 +417,7 @@ def _crown_layer(graph, box, pre, failed, lemmas, phase, out, max_pieces, bab, g
 
     tree, proven, stats = prove_layer_by_pieces(graph, box, pre, claims, lemmas=lemmas, phase=phase,
                                                 deadline=deadline, max_pieces=max_pieces,
-                                                interlude=interlude, interlude_at=_QUICK_BAB_AFTER)
+                                                interlude=interlude, interlude_at=_QUICK_BAB_AFTER, pool=pool)
     if proven:
         out.trees[pre] = {"claims": {n: list(claims[n]) for n in sorted(proven)}, "tree": tree,
                           "pieces": stats["pieces"]}

@@ -90,7 +90,8 @@ def prove_by_pieces(graph: Graph, box: Box, claims: Mapping[str, str], needed: M
 
 def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], *, time_limit: float = 5.0,
                              max_nodes: int = 2000, pieces_budget: float = 300.0, max_pieces: int = 64,
-                             crown_pieces: int = 4000, progress=None, deadline: float | None = None):
+                             crown_pieces: int = 4000, progress=None, deadline: float | None = None,
+                             workers: int = 1):
     """:func:`~.claims.prove_claims` with pieces of the box, for networks with few inputs.
 
     Networks with at most :data:`~.claims.INPUT_SPLIT_MAX` inputs: each
@@ -101,7 +102,8 @@ def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], 
     piece by piece (method ``"pieces"``, tree ``result.pieces``) in what is
     left of ``pieces_budget`` seconds.  ``deadline`` (a ``time.monotonic()``
     value) bounds everything: claims not reached by then stay open (their
-    neurons are kept).
+    neurons are kept).  ``workers > 1``: the pieces' exact bounds run on that many
+    processes (:class:`~.crown_split.PiecePool`; the proofs are the same).
     """
     from .claims import INPUT_SPLIT_MAX, ClaimProof
     t_start = time.monotonic()
@@ -109,9 +111,17 @@ def prove_claims_with_pieces(graph: Graph, box: Box, claims: Mapping[str, str], 
         pieces_budget = max(0.0, min(pieces_budget, deadline - t_start))
     few = graph.input_size <= INPUT_SPLIT_MAX and pieces_budget > 0
     # the per-claim box split is subsumed by the piece-wise proofs
-    res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes,
-                       input_split=not few, crown_budget=pieces_budget if few else 0.0,
-                       crown_pieces=crown_pieces, progress=progress, deadline=deadline)
+    pool = None
+    if few and workers > 1:
+        from .crown_split import PiecePool
+        pool = PiecePool(graph, workers)
+    try:
+        res = prove_claims(graph, box, claims, time_limit=time_limit, max_nodes=max_nodes,
+                           input_split=not few, crown_budget=pieces_budget if few else 0.0,
+                           crown_pieces=crown_pieces, progress=progress, deadline=deadline, crown_pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()
     res.pieces = None
     failing = {n: p.claim for n, p in res.proofs.items() if p.status != "proven" and n in claims}
     if failing and few and time.monotonic() < t_start + pieces_budget:
