@@ -19,6 +19,7 @@ import numpy as np
 from .errors import DataError, UnsupportedOp
 from .graph import Graph
 from .kernel.exact import Q
+from .kernel.intervals import affine_q
 
 __all__ = ["FLOAT_OPS", "EXACT_OPS", "evaluate", "evaluate_all", "evaluate_exact",
            "evaluate_exact_all", "as_points", "to_fractions"]
@@ -48,9 +49,9 @@ def _integer_weights(op):
     ``op``'s exact weights (cached on the op: one Fraction-free product per evaluation)."""
     cached = op.__dict__.get("_int_weights")
     if cached is None:
-        w, b = op.rational()
-        wb = Q.of(np.concatenate([w, b.reshape(-1, 1)], axis=1))
-        cached = (wb.num[:, :-1], wb.num[:, -1], wb.den)
+        wq, bq = affine_q(op)  # the kernel's exact weights, converted once per op
+        wn, bn, den = wq._align(bq)
+        cached = (wn, bn, den)
         object.__setattr__(op, "_int_weights", cached)
     return cached
 

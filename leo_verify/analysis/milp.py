@@ -199,9 +199,10 @@ class Encoding:
         tolerance (HiGHS returned points up to ~1e-7 outside), and a point reported as an input
         must lie in the domain.  Every caller replays the point (exactly, for a witness), so
         the clipped point is what is judged."""
-        lb, ub = self.program.bounds()
-        idx = np.asarray(self.inputs)
-        return np.clip(np.asarray(x, dtype=np.float64)[idx], lb[idx], ub[idx])
+        var = self.program.variables
+        lb = np.array([var[i].lb for i in self.inputs], dtype=np.float64)
+        ub = np.array([var[i].ub for i in self.inputs], dtype=np.float64)
+        return np.clip(np.asarray(x, dtype=np.float64)[self.inputs], lb, ub)
 
     def assignment(self, point) -> np.ndarray:
         """A solution vector of the program for the input ``point`` (a start solution).

@@ -120,18 +120,17 @@ def run_layer_task(task: LayerTask, on_outcome=None) -> list:
         else:
             stops = {}
         limit = task.time_limit
-        if task.deadline is not None:
-            left = task.deadline - time.time()
-            if left <= 0.05:
-                out.append(QueryOutcome(q.nid, q.sense, "timeout", None, None, None,
-                                        {"solver": task.backend, "status": "not started (deadline)",
-                                         "time": 0.0, "nodes": 0}))
-                if on_outcome is not None:
-                    on_outcome(len(out) - 1, out[-1])
-                continue
-            limit = left if limit is None else min(limit, left)
-        res = session.solve({z: 1.0}, sense=q.sense, time_limit=limit, **stops)
-        out.append(_read(q, res, enc))
+        left = None if task.deadline is None else task.deadline - time.time()
+        if left is not None and left <= 0.05:
+            outcome = QueryOutcome(q.nid, q.sense, "timeout", None, None, None,
+                                   {"solver": task.backend, "status": "not started (deadline)",
+                                    "time": 0.0, "nodes": 0})
+        else:
+            if left is not None:
+                limit = left if limit is None else min(limit, left)
+            res = session.solve({z: 1.0}, sense=q.sense, time_limit=limit, **stops)
+            outcome = _read(q, res, enc)
+        out.append(outcome)
         if on_outcome is not None:
             on_outcome(len(out) - 1, out[-1])
     return out

@@ -67,6 +67,10 @@ class WitnessSet:
         return nid in self.pos and nid in self.neg
 
 
+#: a float value must clear this fraction of its column's magnitude to be proposed
+PROPOSE_REL = 1e-9
+
+
 def search_witnesses(graph: Graph, points: np.ndarray, neurons: Sequence[str], *,
                      found: WitnessSet | None = None) -> WitnessSet:
     """Add to ``found`` every witness that ``points`` give for ``neurons``.
@@ -107,10 +111,6 @@ def search_witnesses(graph: Graph, points: np.ndarray, neurons: Sequence[str], *
                 open_cols[j] = False
         cover[best] = False  # refuted columns stay open for the other points
     return found
-
-
-#: a float value must clear this fraction of its column's magnitude to be proposed
-PROPOSE_REL = 1e-9
 
 
 def _confirm(graph: Graph, point, claims, idx) -> list:

@@ -19,6 +19,7 @@ from ..errors import UnsupportedOp
 from ..graph import Graph
 from ..kernel.exact import Q
 from ..kernel.identity import FORM_OPS, _Forms, forms, key_row
+from ..kernel.intervals import affine_q
 
 __all__ = ["bound_difference"]
 
@@ -110,7 +111,7 @@ def bound_difference(original: Graph, other: Graph, phase: Mapping[str, str], bo
         elif op.kind == "affine":
             e = err.get(args[0])
             if e is not None:
-                wq = Q.of(op.rational()[0])
+                wq = affine_q(op)[0]
                 err[name] = (abs(wq) @ e).reduce()
         elif op.kind == "add":
             es = [err[a] for a in args if a in err]

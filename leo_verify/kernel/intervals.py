@@ -38,10 +38,8 @@ def affine_q(op) -> tuple[Q, Q]:
     Fraction per weight)."""
     cached = op.__dict__.get("_affine_q")
     if cached is None:
-        if op.exact is not None:
-            cached = (Q.of(op.exact[0]), Q.of(op.exact[1]))
-        else:
-            cached = (Q.of_floats(op.weight), Q.of_floats(op.bias))
+        w, b = op.exact if op.exact is not None else (op.weight, op.bias)
+        cached = (Q.of(w), Q.of(b))  # float arrays go through Q.of_floats
         object.__setattr__(op, "_affine_q", cached)
     return cached
 
