@@ -85,6 +85,10 @@ def _run(args) -> int:
     if "torch" in formats and getattr(out_op, "head", "none") != "none":
         raise UsageError(f"--format torch: the network ends with a {out_op.head} head, which a .pt state dict "
                          f"cannot record; use --format onnx")
+    convs = [n for n, op in graph.items() if op.kind == "affine" and op.layout is not None]
+    if "torch" in formats and convs:
+        raise UsageError(f"--format torch: layer {convs[0]!r} is a convolution, which a .pt state dict "
+                         f"of Linear layers cannot record; use --format onnx (or to_torch() in Python)")
     union = parse_union(args.domain, n=graph.input_size)
     kw = analysis_kwargs(args, graph)
     kw.pop("progress", None)  # compress(progress=...) drives every phase's display

@@ -36,7 +36,7 @@ def layer_table(graph: Graph) -> list:
     for name, op in graph.relus():
         pre = graph.args(name)[0]
         pop = graph.op(pre)
-        params = pop.weight.size + pop.bias.size if pop.kind == "affine" else 0
+        params = pop.parameters if pop.kind == "affine" else 0
         rows.append({"layer": name, "neurons": op.size, "parameters": int(params)})
     return rows
 

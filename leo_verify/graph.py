@@ -29,6 +29,7 @@ from typing import ClassVar, Iterable, Iterator, Mapping, Union
 import networkx as nx
 import numpy as np
 
+from .conv_layout import ConvLayout
 from .errors import GraphError
 
 __all__ = [
@@ -76,11 +77,15 @@ class Affine:
         When present, these *are* the weights of the real-valued network (the
         float arrays are their rounding); when absent the exact weights are the
         rationals of the stored floats, ``Fraction(float(w))``.
+    layout : optional :class:`~leo_verify.conv_layout.ConvLayout`: the convolution whose
+        unrolled matrix ``W`` is (checked here, exactly; only without ``exact``).  Writers
+        then emit a ``Conv``; the semantics is ``W`` either way.
     """
 
     weight: np.ndarray
     bias: np.ndarray
     exact: tuple | None = None
+    layout: ConvLayout | None = None
     kind: ClassVar[str] = "affine"
     arity: ClassVar[int] = 1
 
@@ -89,6 +94,10 @@ class Affine:
         b = _frozen_array(self.bias, name="affine bias", ndim=1)
         object.__setattr__(self, "weight", w)
         object.__setattr__(self, "bias", b)
+        if self.layout is not None:
+            why = "it has exact weights" if self.exact is not None else self.layout.check(w, b)
+            if why:
+                raise GraphError(f"affine op with a convolution layout: {why}")
         if self.exact is not None:
             ew, eb = self.exact
             ew = np.array(ew, dtype=object)
@@ -107,6 +116,13 @@ class Affine:
     @property
     def in_size(self) -> int:
         return int(self.weight.shape[1])
+
+    @property
+    def parameters(self) -> int:
+        """Parameters as emitted: the kernel of a convolution, else the dense weight and bias."""
+        if self.layout is not None:
+            return self.layout.parameters
+        return int(self.weight.size + self.bias.size)
 
     def rational(self) -> tuple[np.ndarray, np.ndarray]:
         """The exact weights as object arrays of :class:`Fraction`."""
@@ -355,7 +371,7 @@ class Graph:
         return [nid for _, op in self.relus() for nid in op.neurons]
 
     def num_parameters(self) -> int:
-        return sum(op.weight.size + op.bias.size for _, op in self.items() if op.kind == "affine")
+        return sum(op.parameters for _, op in self.items() if op.kind == "affine")
 
     def is_chain(self) -> bool:
         """True if every node has at most one argument and one user."""

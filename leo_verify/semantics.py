@@ -51,16 +51,41 @@ def _integer_weights(op):
     if cached is None:
         wq, bq = affine_q(op)  # the kernel's exact weights, converted once per op
         wn, bn, den = wq._align(bq)
-        cached = (wn, bn, den)
+        cached = (wn, bn, den, _sparse(op, wn))
         object.__setattr__(op, "_int_weights", cached)
     return cached
 
 
+#: an exact affine product skips the zeros of a weight with at most this share of nonzeros
+#: (an unrolled convolution has a few percent: each output reads one kernel window)
+SPARSE_SHARE = 0.25
+
+
+def _sparse(op, wn: np.ndarray):
+    """(rows with a nonzero, first nonzero of each such row, columns, values) of the integer
+    weights ``wn`` when they are sparse enough, else None."""
+    if wn.size < 10_000:
+        return None
+    nz = op.weight != 0 if op.exact is None else (wn != 0)  # exact zeros: the exact weights decide
+    if nz.sum() > SPARSE_SHARE * wn.size:
+        return None
+    rows, cols = np.nonzero(nz)
+    present, starts = np.unique(rows, return_index=True)
+    return present, starts, cols, wn[rows, cols]
+
+
 def _exact_affine(op, args):
     # exact: W x + b = (Wn xn + bn dx) / (D dx) with integer numerators over common denominators
-    wn, bn, den = _integer_weights(op)
+    wn, bn, den, sparse = _integer_weights(op)
     xq = Q.of(args[0])
-    out = (wn.dot(xq.num) if len(args[0]) else np.zeros(len(bn), dtype=object)) + bn * xq.den
+    if sparse is not None and len(args[0]):
+        present, starts, cols, vals = sparse
+        prod = np.zeros(len(bn), dtype=object)
+        if len(vals):
+            prod[present] = np.add.reduceat(vals * xq.num[cols], starts)
+        out = prod + bn * xq.den
+    else:
+        out = (wn.dot(xq.num) if len(args[0]) else np.zeros(len(bn), dtype=object)) + bn * xq.den
     total = den * xq.den
     return [Fraction(int(v), total) for v in out]
 

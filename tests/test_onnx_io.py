@@ -526,10 +526,11 @@ def test_garbage_file(tmp_path):
         load_onnx(p)
 
 
-def test_unsupported_conv():
-    w = np.ones((2, 1, 3, 3), np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv1")]
-    with pytest.raises(UnsupportedOp, match=r"conv1.*Conv"):
+def test_unsupported_conv_transpose():
+    # convolutions are supported (tests/test_conv.py); their transpose is not
+    w = np.ones((1, 2, 3, 3), np.float32)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="deconv1")]
+    with pytest.raises(UnsupportedOp, match=r"deconv1.*ConvTranspose"):
         graph_from_onnx_model(_model(nodes, {"w": w}, [1, 1, 5, 5]))
 
 

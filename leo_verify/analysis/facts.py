@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from ..errors import DataError, InputFileError
@@ -61,8 +61,19 @@ class NeuronFact:
     def stable(self) -> bool:
         return self.status in (STABLY_ACTIVE, STABLY_INACTIVE)
 
-    def to_json(self) -> dict:
-        d = asdict(self)
+    def to_json(self, points: dict | None = None) -> dict:
+        """The fact as JSON; with ``points`` (point tuple -> index, filled as met), witness
+        points are written as indices into the file's shared ``points`` table: one point
+        witnesses many units, and a 3,072-input point is 3,072 numbers."""
+        d = {"neuron": self.neuron, "layer": self.layer, "status": self.status,
+             "evidence": self.evidence, "lower": self.lower, "upper": self.upper}
+        for key in ("witness_pos", "witness_neg"):
+            w = getattr(self, key)
+            if w is not None and points is not None:
+                w = points.setdefault(tuple(w), len(points))
+            elif w is not None:
+                w = list(w)
+            d[key] = w
         d["stats"] = dict(sorted(self.stats.items()))
         return d
 
@@ -79,6 +90,21 @@ class NeuronFact:
         if fact.evidence not in EVIDENCE:
             raise DataError(f"{where}: neuron {fact.neuron!r} has unknown evidence {fact.evidence!r}")
         return fact
+
+
+def _resolve(d, points: list, where: str):
+    """``d`` with witness point indices replaced by the points of the ``points`` table."""
+    if not isinstance(d, Mapping):
+        return d
+    out = dict(d)
+    for key in ("witness_pos", "witness_neg"):
+        w = out.get(key)
+        if isinstance(w, int) and not isinstance(w, bool):
+            if not 0 <= w < len(points):
+                raise DataError(f"{where}: neuron {out.get('neuron')!r}: {key} refers to point {w}, "
+                                f"but the file has {len(points)} points")
+            out[key] = points[w]
+    return out
 
 
 @dataclass
@@ -122,17 +148,25 @@ class Facts:
                 for n, f in self.neurons.items() if f.stable}
 
     def to_json(self) -> dict:
+        points: dict = {}
+        neurons = {n: f.to_json(points) for n, f in self.neurons.items()}
         return {
             "schema": SCHEMA,
             "complete": self.complete,
             "meta": self.meta,
             "summary": {"total": len(self.neurons), **self.counts(),
                         "by_layer": self.counts_by_layer()},
-            "neurons": {n: f.to_json() for n, f in self.neurons.items()},
+            "neurons": neurons,
+            "points": [list(p) for p in points],  # witness points, referenced by index
         }
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1, sort_keys=False, allow_nan=False)
+        data = self.to_json()
+        points = data.pop("points")
+        text = json.dumps(data, indent=1, sort_keys=False, allow_nan=False)
+        # one line per witness point: the table diffs by point, and stays small to read
+        rows = ",\n  ".join(json.dumps(p, allow_nan=False) for p in points)
+        return text[:-2] + ',\n "points": [' + ("\n  " + rows + "\n " if rows else "") + "]\n}"
 
     @classmethod
     def from_json(cls, data: Mapping, *, where: str = "facts") -> "Facts":
@@ -141,7 +175,11 @@ class Facts:
         neurons = data.get("neurons")
         if not isinstance(neurons, Mapping):
             raise DataError(f"{where}: 'neurons' must be an object")
-        facts = {n: NeuronFact.from_json(d, where=where) for n, d in neurons.items()}
+        points = data.get("points", [])
+        if not isinstance(points, list) or not all(isinstance(p, list) for p in points):
+            raise DataError(f"{where}: 'points' must be a list of points")
+        facts = {n: NeuronFact.from_json(_resolve(d, points, where), where=where)
+                 for n, d in neurons.items()}
         return cls(facts, complete=bool(data.get("complete", False)), meta=dict(data.get("meta", {})))
 
     @classmethod

@@ -120,7 +120,8 @@ def check_emitted_onnx(data: bytes) -> tuple[bool, str]:
             shape_inits.add(t.name)
         else:
             return False, f"initializer {t.name!r} is not a {('float32', 'float64')[elem == _DOUBLE]} tensor in the file"
-    width: dict = {}   # network value -> per-sample width (every value is [B, width])
+    width: dict = {}   # network value -> per-sample width (a value [B, width])
+    spatial: dict = {}  # network value -> per-sample dims [C, (H,) W] (a value [B, C, (H,) W])
     if pre is None:
         width[x_in.name] = n_in
     used_inits: set = set()
@@ -174,6 +175,12 @@ def check_emitted_onnx(data: bytes) -> tuple[bool, str]:
                     or width[ins[0]] != width[ins[1]]:
                 return False, f"{where}: Add of two network values of equal width"
             width[out] = width[ins[0]]
+        elif node.op_type in ("Gather", "Conv", "Flatten") or (node.op_type == "Reshape"
+                                                                and k != last - 1):
+            why = _conv_segment(node, ins, attrs, width, spatial, inits, float_inits, shape_inits)
+            if why:
+                return False, f"{where}: {why}"
+            used_inits.update(ins[1:])
         elif node.op_type == "Reshape":
             # only the trailing Reshape of the logits, read by the last node
             if k != last - 1 or len(ins) != 2 or ins[0] not in width or attrs or ins[1] not in shape_inits:
@@ -193,7 +200,8 @@ def check_emitted_onnx(data: bytes) -> tuple[bool, str]:
                 return False, f"{where}: Identity or a head only as the last node, to the output"
         else:
             return False, (f"{where}: op {node.op_type!r} is not in the writer's form (Flatten/Reshape "
-                           f"of the input, Gemm, Relu, Add, a Reshape of the logits, Identity or a head)")
+                           f"of the input, Gemm, Relu, Add, the conv segment Gather/Reshape/Conv/"
+                           f"Flatten/Gather, a Reshape of the logits, Identity or a head)")
     if nodes[last].output[0] != y_out.name or not (nodes[last].op_type == "Identity"
                                                     or nodes[last].op_type in _HEADS):
         return False, "the output is not produced by a final Identity or head"
@@ -224,6 +232,71 @@ def check_emitted_onnx(data: bytes) -> tuple[bool, str]:
     if set(inits) != used_inits:
         return False, "unused initializers, or shape tensors not read by the writer's Reshape nodes"
     return True, ""
+
+
+_INTS_ATTR = 7  # onnx.AttributeProto.INTS
+_CONV_ATTRS = {"kernel_shape": _INTS_ATTR, "strides": _INTS_ATTR, "pads": _INTS_ATTR,
+               "dilations": _INTS_ATTR, "group": _INT_ATTR}
+
+
+def _conv_segment(node, ins, attrs, width, spatial, inits, float_inits, shape_inits) -> str:
+    """The writer's conv segment, one node at a time; every op acts on each sample alone:
+    ``Gather(axis=1)`` of ``[B, w]`` by constant in-range indices; ``Reshape`` of ``[B, w]`` to
+    ``[-1, C, (H,) W]`` (product ``w``); ``Conv`` of ``[B, C, (H,) W]`` with weight and bias
+    initializers and explicit integer attributes; ``Flatten(axis=1)`` of a ``Conv`` output.
+    Records the output's shape in ``width`` / ``spatial``; returns '' or why not."""
+    out = node.output[0]
+    op = node.op_type
+    if op == "Gather":
+        if len(ins) != 2 or ins[0] not in width or ins[1] not in shape_inits or \
+                set(attrs) != {"axis"} or attrs["axis"].type != _INT_ATTR or attrs["axis"].i != 1:
+            return "only Gather(x, indices, axis=1) of a [B, w] value by an int64 initializer"
+        idx = _int_array(inits[ins[1]])
+        if idx is None or not idx or any(not 0 <= i < width[ins[0]] for i in idx):
+            return f"Gather indices are not in [0, {width[ins[0]]})"
+        width[out] = len(idx)
+    elif op == "Reshape":
+        if len(ins) != 2 or ins[0] not in width or attrs or ins[1] not in shape_inits:
+            return "Reshape of a [B, w] value by an int64 initializer only"
+        shape = _int_array(inits[ins[1]])
+        if shape is None or len(shape) not in (3, 4) or shape[0] != -1 or \
+                any(d < 1 for d in shape[1:]) or math.prod(shape[1:]) != width[ins[0]]:
+            return f"Reshape of [B, {width[ins[0]]}] to {shape} is not [-1, C, (H,) W] of the same size"
+        spatial[out] = list(shape[1:])
+    elif op == "Flatten":
+        if ins[0:1] != ins or ins[0] not in spatial or set(attrs) != {"axis"} or \
+                attrs["axis"].type != _INT_ATTR or attrs["axis"].i != 1:
+            return "Flatten(axis=1) of a Conv output only"
+        width[out] = math.prod(spatial[ins[0]])
+    else:  # Conv
+        if len(ins) != 3 or ins[0] not in spatial or ins[1] not in float_inits or \
+                ins[2] not in float_inits:
+            return "Conv(x, W, b) of a [B, C, (H,) W] value with weight and bias initializers"
+        if any(a not in _CONV_ATTRS or attrs[a].type != _CONV_ATTRS[a] for a in attrs) or \
+                set(attrs) != set(_CONV_ATTRS):
+            return f"Conv attributes {sorted(attrs)} are not exactly {sorted(_CONV_ATTRS)}"
+        dims = spatial[ins[0]]
+        nsp = len(dims) - 1
+        w, b = inits[ins[1]], inits[ins[2]]
+        wd = [int(d) for d in w.dims]
+        get = {a: list(attrs[a].ints) for a in ("kernel_shape", "strides", "pads", "dilations")}
+        group = int(attrs["group"].i)
+        if len(wd) != nsp + 2 or get["kernel_shape"] != wd[2:] or list(b.dims) != [wd[0]] or \
+                group < 1 or dims[0] % group or wd[0] % group or wd[1] * group != dims[0]:
+            return f"Conv weight {wd} / bias {list(b.dims)} do not fit an input {dims}, group {group}"
+        if len(get["strides"]) != nsp or len(get["dilations"]) != nsp or len(get["pads"]) != 2 * nsp \
+                or min(get["strides"] + get["dilations"]) < 1 or min(get["pads"]) < 0 \
+                or min(wd[2:]) < 1:
+            return "Conv strides/dilations (>= 1) and pads (>= 0) do not fit its dims"
+        outs = []
+        for a in range(nsp):
+            span = (wd[2 + a] - 1) * get["dilations"][a] + 1
+            total = dims[1 + a] + get["pads"][a] + get["pads"][a + nsp]
+            if total < span:
+                return "Conv kernel larger than its padded input"
+            outs.append((total - span) // get["strides"][a] + 1)
+        spatial[out] = [wd[0]] + outs
+    return ""
 
 
 def _final(node, shape: list, opset: int) -> tuple[bool, str, list]:

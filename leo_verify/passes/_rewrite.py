@@ -53,7 +53,10 @@ def select(op: Affine, *, rows=None, cols=None) -> Affine:
     exact = None
     if op.exact is not None:
         exact = (op.exact[0][r][:, c], op.exact[1][r])
-    return Affine(w, op.bias[r], exact=exact)
+    layout = None
+    if op.layout is not None:  # a sub-matrix of a convolution is that convolution, restricted
+        layout = op.layout.restrict(rows=rows, cols=cols)
+    return Affine(w, op.bias[r], exact=exact, layout=layout)
 
 
 def identity_affine(n: int) -> Affine:

@@ -38,7 +38,7 @@ def _is_identity(op) -> bool:
 
 
 def _params(op) -> int:
-    return op.weight.size + op.bias.size
+    return op.parameters
 
 
 def cleanup(graph: Graph, stable: Mapping[str, str] | None = None, *, exact: bool = True

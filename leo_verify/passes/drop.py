@@ -7,7 +7,8 @@ function on the domain.  Deletion is exact in either mode.
 
 Handled: ReLU layers whose users are all affine nodes, whatever feeds them
 (a private affine loses rows; a shared affine or a residual add is narrowed
-by :func:`restrict_feeder`).  Skipped (logged ``kept``): layers with an add
+by :func:`restrict_feeder`).  A layer read by a convolution loses whole input channels only
+(units of a channel that is only partly inactive stay), so the convolution keeps its form.  Skipped (logged ``kept``): layers with an add
 or the output among their users -- an add needs every coordinate, and
 dropping there would need a scatter affine that costs more than the unit.
 A layer may lose all its units; :mod:`.cleanup` then turns its users into
@@ -17,10 +18,36 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
+
 from ..graph import Graph, Relu
 from ._rewrite import check_stable, remove_dead, restrict_feeder, select
 
 __all__ = ["drop_inactive"]
+
+
+def _whole_channels(g: Graph, users: list, dead: list) -> tuple[list, list]:
+    """``(droppable, held)``: a convolution reading the layer keeps its form only if it loses
+    whole input channels (and, with ``group > 1``, none), so a dead unit goes only when every
+    unit of its channel, in every convolution user, is dead too."""
+    dead_set = set(dead)
+    ok = set(dead)
+    for u in users:
+        lay = g.op(u).layout
+        if lay is None:
+            continue
+        if lay.groups != 1:
+            return [], list(dead)
+        hw = lay.in_shape[1] * lay.in_shape[2]
+        chan = np.where(lay.cols >= 0, lay.cols // hw, -1)
+        for c in np.unique(chan[list(dead)]) if dead else ():
+            if c < 0:
+                continue
+            members = np.nonzero(chan == c)[0]
+            if not all(int(m) in dead_set for m in members):
+                ok -= {int(m) for m in members}
+    keep = sorted(ok)
+    return keep, sorted(dead_set - ok)
 
 
 def drop_inactive(graph: Graph, stable: Mapping[str, str], *, exact: bool = True
@@ -53,6 +80,14 @@ def drop_inactive(graph: Graph, stable: Mapping[str, str], *, exact: bool = True
                         "reason": "feeds add/output", "users": blockers,
                         "neurons": ids, "count": len(ids)})
             continue
+        dead, held = _whole_channels(g, users, dead)
+        if held:
+            log.append({"pass": "drop", "layer": relu, "action": "kept", "skipped": True,
+                        "reason": "read by a convolution: only whole input channels go",
+                        "neurons": [op.neurons[i] for i in held], "count": len(held)})
+            ids = [op.neurons[i] for i in dead]
+            if not dead:
+                continue
         gone = set(dead)
         keep = [i for i in range(op.size) if i not in gone]
         how = restrict_feeder(g, relu, keep)

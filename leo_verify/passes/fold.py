@@ -46,10 +46,10 @@ def _compose(g: Graph, feeder: str, users: list[str], act: list[int], *, exact: 
     """``U[:, act] A[act]`` for each user, or None if that grows the parameter count."""
     wa, ba = weights(g.op(feeder), exact=exact)
     wa, ba = as_matrix(wa[act], exact=exact), as_matrix(ba[act], exact=exact)
-    before = g.op(feeder).weight.size + g.op(feeder).bias.size
+    before = g.op(feeder).parameters  # a convolution counts its kernel, not its unrolled matrix
     after = 0
     for u in users:
-        before += g.op(u).weight.size + g.op(u).bias.size
+        before += g.op(u).parameters
         after += g.op(u).size * (g.op(feeder).in_size + 1)
     if after > before:
         return None
@@ -79,6 +79,11 @@ def fold_stable(graph: Graph, stable: Mapping[str, str], *, exact: bool = True
         composed = None
         if private and all(g.op(u).kind == "affine" for u in users):
             composed = _compose(g, feeder, users, act, exact=exact)
+        if composed is None and private and dead and g.op(feeder).layout is not None:
+            # zeroing rows would turn the convolution into a dense matrix: drop's job instead
+            log.append({"pass": "fold", "layer": relu, "action": "kept", "skipped": True,
+                        "reason": "convolution with inactive units", "count": op.size})
+            continue
         if composed is not None:
             source = g.args(feeder)[0]
             for u, new in composed.items():

@@ -100,6 +100,13 @@ def merge_active(graph: Graph, stable: Mapping[str, str], *, exact: bool = True,
         fop = g.op(feeder)
         users = g.users(relu)
         blockers = [u for u in users if g.op(u).kind != "affine"]
+        convs = [u for u in users if g.op(u).kind == "affine" and g.op(u).layout is not None]
+        if convs and not blockers:
+            # merging rewrites the users' columns: a convolution would become a dense matrix
+            log.append({"pass": "merge", "layer": relu, "action": "kept", "skipped": True,
+                        "reason": "feeds a convolution", "users": convs,
+                        "count": len(active)})
+            continue
         if blockers:  # report the float candidates; no exact work for a skip
             basis = {active[j] for j in independent_rows(fop.weight[active], rtol=rtol)}
             ids = [op.neurons[i] for i in active if i not in basis]

@@ -63,6 +63,8 @@ def merge_proportional(graph: Graph, stable: Mapping[str, str], *, exact: bool =
         if g.op(pre).kind != "affine" or not users or any(g.op(u).kind != "affine" for u in users) \
                 or len(g.users(pre)) != 1:
             continue
+        if g.op(pre).layout is not None or any(g.op(u).layout is not None for u in users):
+            continue  # rows of a convolution are shifted copies, not multiples; users stay convs
         w, b = g.op(pre).rational()
         free = [i for i, nid in enumerate(op.neurons) if nid not in stable]
         # units no user reads (every outgoing weight exactly 0): remove

@@ -12,6 +12,7 @@ from onnx import helper, TensorProto
 from ...errors import UnsupportedOp
 from ...graph import Add, Affine, neuron_id, Relu
 from .checks import _DATA_TYPES, _tensor_to_array
+from .conv_ops import CONV_HANDLERS
 from .values import (_exact_add, _exact_mul, _FLOAT_TYPES, _is_const, _is_pow2, _Lin, _need_const,
                      _need_dense, _need_rational, _need_value, _Pending, _size, _spend)
 
@@ -171,8 +172,27 @@ def _op_concat(t, node, ins, attrs):
 
 
 def _op_gather(t, node, ins, attrs):
-    if not all(_is_const(v) for v in ins):
-        raise t.error("Gather of network values is not supported (only of constants)", UnsupportedOp)
+    if not _is_const(ins[1]):
+        raise t.error("Gather with network values as indices is not supported", UnsupportedOp)
+    if not _is_const(ins[0]):  # constant indices into a network value: a row selection
+        x, idx = ins[0], ins[1]
+        if idx.dtype.kind not in "iu":
+            raise t.error(f"Gather indices have dtype {idx.dtype}, expected integers")
+        r = len(x.shape)
+        axis = int(attrs.get("axis", 0))
+        if not -r <= axis < r:
+            raise t.error(f"axis {axis} is out of range for rank {r}")
+        axis %= r
+        n = int(x.shape[axis])
+        k = idx.astype(np.int64)
+        if np.any((k < -n) | (k >= n)):
+            bad = int(k[(k < -n) | (k >= n)].ravel()[0])
+            raise t.error(f"Gather index {bad} is out of range for an axis of size {n}")
+        k = np.where(k < 0, k + n, k)
+        shape = tuple(x.shape[:axis]) + tuple(k.shape) + tuple(x.shape[axis + 1:])
+        _need_value(shape, "the Gather result")
+        sel = np.take(np.arange(x.size).reshape(x.shape), k, axis=axis)
+        return [t.apply(x, _Lin(shape, select=sel.ravel()))]
     if ins[1].dtype.kind not in "iu":
         raise t.error(f"Gather indices have dtype {ins[1].dtype}, expected integers")
     axis = int(attrs.get("axis", 0))
@@ -512,6 +532,14 @@ def _op_batchnorm(t, node, ins, attrs):
     if _is_const(x):
         return [(t.as_float(x, "BatchNormalization input").ravel() * s_full
                  + t_full).reshape(x.shape)]
+    if len(x.shape) in (3, 4) and x.shape[0] == 1:
+        # on feature maps: a 1x1 convolution with one group per channel (kept in conv form)
+        from .conv_ops import _apply_conv
+        _need_dense(x.size, x.size, "BatchNormalization")
+        hw = tuple(int(d) for d in x.shape[2:])
+        hw = (1,) + hw if len(hw) == 1 else hw
+        return [_apply_conv(t, x, scale.reshape(C, 1, 1, 1), shift, (C,) + hw, hw, (1, 1), (1, 1),
+                            (0, 0), C, len(x.shape) - 2, tuple(x.shape))]
     _need_dense(x.size, x.size, "BatchNormalization")
     return [t.apply(x, _Lin(x.shape, matrix=np.diag(s_full), offset=t_full))]
 
@@ -538,6 +566,7 @@ _HANDLERS: Mapping[str, Callable] = {
     "Concat": _op_concat,
     "Gather": _op_gather,
     **{op: _op_head for op in _HEAD_OPS},
+    **CONV_HANDLERS,
 }
 
 #: ONNX op types the reader understands.

@@ -13,7 +13,7 @@ from .. import limits
 from .checks import (_DATA_TYPES, _default_opset, _dims, _first_line, _io_entry, _limit_text,
                      _needed_nodes, _tensor_to_array)
 from .ops import _HANDLERS, _HeadValue, _OPTIONAL_INPUTS
-from .values import (_clip, _FLOAT_TYPES, _is_const, _Limit, _Lin, _need_dense, _need_value,
+from .values import (_clip, _exact_add, _FLOAT_TYPES, _is_const, _Limit, _Lin, _need_dense, _need_value,
                      _Pending, _size, _unique)
 
 
@@ -45,7 +45,7 @@ class _Tracer:
                 p.cell[0] = p.src
             else:
                 name = self.graph.fresh_name(p.label)
-                p.cell[0] = self.graph.add(name, Affine(p.W, p.b), [p.src])
+                p.cell[0] = self.graph.add(name, Affine(p.W, p.b, layout=p.layout), [p.src])
         return p.node
 
     def fresh(self, node: str, shape: tuple) -> _Pending:
@@ -58,18 +58,30 @@ class _Tracer:
         c = lin.offset
         czero = c is None or not np.any(c)
         if lin.select is not None:
-            idx = lin.select
-            if not (czero or p.bzero):
-                # b[idx] + c would round: start afresh from the materialized value
-                return self.apply(self.fresh(self.materialize(p), p.shape), lin)
-            # a row selection of W is exact; the bias is b[idx] or c
-            b = p.b[idx] if czero else np.array(c, dtype=np.float64)
-            if p.perm is not None and _unique(idx):
-                return _Pending(p.src, p.n_src, None, b, lin.shape, p.perm[idx], p.bzero and czero,
-                                self.label)
+            # row i copies entry idx[i] (idx[i] < 0: a zero row, e.g. a pad); exact
+            idx = np.asarray(lin.select, dtype=np.int64)
+            zero_row = idx < 0
+            safe = np.where(zero_row, 0, idx)
+            picked = np.where(zero_row, 0.0, p.b[safe]) if len(idx) else np.zeros(0)
+            if czero:
+                b = picked
+            else:
+                b = _exact_add(picked, np.asarray(c, dtype=np.float64))
+                if b is None:
+                    # b[idx] + c would round: start afresh from the materialized value
+                    return self.apply(self.fresh(self.materialize(p), p.shape), lin)
+            bzero = not np.any(b)
+            if p.perm is not None and _unique(idx[~zero_row]):
+                perm = np.where(zero_row, -1, p.perm[safe]) if len(idx) else idx
+                return _Pending(p.src, p.n_src, None, b, lin.shape, perm, bzero, self.label)
             _need_dense(len(idx), p.n_src, "composing this op")
-            return _Pending(p.src, p.n_src, p.W[idx], b, lin.shape, None, p.bzero and czero,
-                            self.label)
+            W = p.W[safe]
+            if zero_row.any():
+                W[zero_row] = 0.0
+            q = _Pending(p.src, p.n_src, W, b, lin.shape, None, bzero, self.label)
+            if p.layout is not None and czero and not zero_row.any() and _unique(idx):
+                q.layout = p.layout.restrict(rows=idx)  # e.g. a Transpose after a Conv
+            return q
         M = np.asarray(lin.matrix, dtype=np.float64)
         if M.shape[1] != p.size:  # pragma: no cover - handlers build consistent ops
             raise self.error(f"internal error: linear op of shape {M.shape} after {p.size} values")

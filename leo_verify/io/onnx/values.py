@@ -37,6 +37,7 @@ class _Pending:
         self.src, self.n_src, self._W, self.b = src, int(n_src), W, b
         self.shape, self.perm, self.bzero, self.label = tuple(shape), perm, bool(bzero), label
         self.cell = [None]
+        self.layout = None  # the ConvLayout of W, b when they are a convolution (see conv_ops)
 
     @property
     def size(self) -> int:
@@ -59,6 +60,7 @@ class _Pending:
     def reshaped(self, shape: tuple) -> "_Pending":
         q = _Pending(self.src, self.n_src, self._W, self.b, shape, self.perm, self.bzero, self.label)
         q.cell = self.cell  # same flat value
+        q.layout = self.layout
         return q
 
     @classmethod

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, TensorProto
 
+from ...conv_layout import emit_plan
 from ...errors import InputFileError
 from ...graph import Graph, Output
 from ...util import atomic_write_bytes
@@ -205,6 +206,9 @@ def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) ->
                                               [t], name=t))
                 x = t
             tensor[n] = x
+        elif op.kind == "affine" and op.layout is not None and \
+                (plan := emit_plan(op.layout)) is not None:
+            tensor[n] = _emit_conv(n, args[0], plan, np_dtype, fresh, nodes, inits)
         elif op.kind == "affine":
             w = fresh(f"{n}.weight")
             b = fresh(f"{n}.bias")
@@ -247,6 +251,34 @@ def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) ->
     model = helper.make_model(g, opset_imports=opsets, producer_name="leo_verify")
     model.ir_version = helper.find_min_ir_version_for(opsets)
     return model
+
+
+def _emit_conv(n: str, x: str, plan: dict, np_dtype, fresh, nodes: list, inits: list) -> str:
+    """``[B, w]`` -> (Gather) -> Reshape ``[-1, C, (H,) W]`` -> Conv -> Flatten -> (Gather):
+    the writer's conv segment (see :func:`~leo_verify.conv_layout.emit_plan`); returns the output tensor."""
+    def const(base, arr):
+        name = fresh(base)
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+    if plan["gather_in"] is not None:
+        t = fresh(f"{n}.gather_in")
+        nodes.append(helper.make_node("Gather", [x, const(f"{n}.in_index", plan["gather_in"])],
+                                      [t], name=t, axis=1))
+        x = t
+    t = fresh(f"{n}.nchw")
+    nodes.append(helper.make_node("Reshape", [x, const(f"{n}.nchw_shape", np.array(
+        [-1] + list(plan["in_dims"]), dtype=np.int64))], [t], name=t))
+    x, t = t, fresh(f"{n}.conv")
+    nodes.append(helper.make_node(
+        "Conv", [x, const(f"{n}.weight", plan["kernel"].astype(np_dtype)),
+                 const(f"{n}.bias", plan["bias"].astype(np_dtype))], [t], name=n, **plan["attrs"]))
+    x, t = t, fresh(f"{n}.flat")
+    nodes.append(helper.make_node("Flatten", [x], [t], name=t, axis=1))
+    if plan["gather_out"] is not None:
+        x, t = t, fresh(f"{n}.rows")
+        nodes.append(helper.make_node("Gather", [x, const(f"{n}.out_index", plan["gather_out"])],
+                                      [t], name=t, axis=1))
+    return t
 
 
 def save_onnx(graph: Graph, path, *, dtype: str | None = None, opset: int = 13):

@@ -421,6 +421,43 @@ def _trace(module: nn.Module, name: str) -> torch.fx.GraphModule:
                             f"({type(exc).__name__}: {_one_line(exc)})") from None
 
 
+#: modules that take a module through ONNX (one conv/pool semantics: the ONNX op table)
+_CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d,
+                 nn.AvgPool2d, nn.BatchNorm2d, nn.ZeroPad2d, nn.ConstantPad1d, nn.ConstantPad2d,
+                 nn.AdaptiveAvgPool2d)
+
+
+def _from_torch_conv(module: nn.Module, input_size, name: str) -> Graph:
+    """A module with convolutions or pools: exported by ``torch.onnx.export`` (TorchScript
+    exporter, eval mode, a batch of one) and read by the ONNX reader, whose op table is the one
+    place conv/pool semantics live.  ``input_size`` must be the per-example shape."""
+    import io as _io
+    from ..onnx import graph_from_onnx_model
+    import onnx
+    if input_size is None or isinstance(input_size, (int, np.integer)):
+        raise UsageError(f"torch module {name!r} has convolutions or pools: pass input_size= as the "
+                         f"per-example shape, e.g. (1, 28, 28)")
+    shape = tuple(int(s) for s in input_size)
+    if not shape or any(s <= 0 for s in shape):
+        raise UsageError(f"input_size must be positive, got {input_size!r}")
+    was_training = module.training
+    module.eval()
+    buf = _io.BytesIO()
+    try:
+        dtype = next((p.dtype for p in module.parameters()), torch.float32)
+        torch.onnx.export(module, torch.zeros((1,) + shape, dtype=dtype), buf, input_names=["input"],
+                          output_names=["output"], dynamo=False)
+    except (RuntimeError, TypeError, ValueError, torch.onnx.errors.OnnxExporterError) as exc:
+        raise UnsupportedOp(f"torch module {name!r}: its convolutional layers are read through "
+                            f"torch.onnx.export, which failed: {_one_line(exc)}") from None
+    finally:
+        module.train(was_training)
+    graph = graph_from_onnx_model(onnx.load_from_string(buf.getvalue()),
+                                  source=f"torch module {type(module).__name__}", name=name)
+    graph.metadata["format"] = "torch"
+    return graph
+
+
 def from_torch(module, *, input_size=None, name: str | None = None) -> Graph:
     """Convert a ``torch.nn.Module`` to a :class:`Graph` (eval-mode semantics).
 
@@ -452,6 +489,8 @@ def from_torch(module, *, input_size=None, name: str | None = None) -> Graph:
     if not isinstance(module, nn.Module):
         raise ModelFormatError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     name = name or type(module).__name__
+    if any(isinstance(m, _CONV_MODULES) for m in module.modules()):
+        return _from_torch_conv(module, input_size, name)
     gm = _trace(module, name)
     fx_nodes = list(gm.graph.nodes)
     placeholders = [n for n in fx_nodes if n.op == "placeholder"]

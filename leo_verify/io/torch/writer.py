@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...errors import InputFileError, UnsupportedOp, UsageError
+from ...conv_layout import emit_plan
 from ...graph import Affine, Graph, Output
 from ...util import atomic_write_bytes
 from .common import _FLOAT_DTYPES
@@ -37,7 +38,55 @@ def _resolve_dtype(graph: Graph, dtype) -> torch.dtype:
     return dtype
 
 
-def _to_linear(op: Affine, dtype: torch.dtype) -> nn.Linear:
+class ConvUnit(nn.Module):
+    """An affine op that is a convolution (:class:`~leo_verify.conv_layout.ConvLayout`), in
+    conv form: ``x[:, in_index]`` -> reshape ``(-1, C, (H,) W)`` -> ``Conv1d``/``Conv2d`` ->
+    flatten -> ``[:, out_index]`` (the index steps only where the plan needs them), like the
+    ONNX writer's conv segment."""
+
+    def __init__(self, plan: dict, dtype: torch.dtype):
+        super().__init__()
+        k = plan["kernel"]
+        attrs = plan["attrs"]
+        nsp = k.ndim - 2
+        conv_cls = nn.Conv2d if nsp == 2 else nn.Conv1d
+        pads = attrs["pads"]
+        self.pad = None
+        if pads[:nsp] != pads[nsp:]:  # torch pads symmetrically: pad the input explicitly
+            self.pad = tuple(p for a in reversed(range(nsp)) for p in (pads[a], pads[a + nsp]))
+            padding = 0
+        else:
+            padding = tuple(pads[:nsp])
+        conv = conv_cls(int(k.shape[1]) * attrs["group"], int(k.shape[0]), tuple(k.shape[2:]),
+                        stride=tuple(attrs["strides"]), padding=padding,
+                        dilation=tuple(attrs["dilations"]), groups=attrs["group"], dtype=dtype,
+                        device="meta").to_empty(device="cpu")
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(np.array(k)).to(dtype))
+            conv.bias.copy_(torch.from_numpy(np.array(plan["bias"])).to(dtype))
+        self.conv = conv
+        self.in_dims = tuple(int(d) for d in plan["in_dims"])
+        for name in ("gather_in", "gather_out"):
+            idx = plan[name]
+            self.register_buffer(name, None if idx is None else torch.from_numpy(np.array(idx)))
+
+    def forward(self, x):
+        if self.gather_in is not None:
+            x = x[:, self.gather_in]
+        x = x.reshape((-1,) + self.in_dims)
+        if self.pad is not None:
+            x = nn.functional.pad(x, self.pad)
+        x = self.conv(x).flatten(1)
+        if self.gather_out is not None:
+            x = x[:, self.gather_out]
+        return x
+
+
+def _to_linear(op: Affine, dtype: torch.dtype) -> nn.Module:
+    if op.layout is not None:
+        plan = emit_plan(op.layout)
+        if plan is not None:
+            return ConvUnit(plan, dtype)
     # Built on the meta device: no random initialisation to throw away.
     with warnings.catch_warnings():  # a layer with no units is legitimate here
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
@@ -237,6 +286,12 @@ def save_torch(graph: Graph, path, *, dtype=None) -> None:
         The file cannot be written.
     """
     chain = _chain_nodes(graph.lint(where="save_torch input"))
+    convs = [n for n, op in graph.items() if op.kind == "affine" and op.layout is not None]
+    if convs:
+        raise UnsupportedOp(
+            f"save_torch: graph {graph.name!r} has convolution layers ({convs[0]!r}, ...), which a "
+            "state dict of Linear layers cannot describe: export ONNX instead, or save the module "
+            "of to_torch()")
     out_op = graph.op(graph.output_name)
     if out_op.head != "none":
         raise UnsupportedOp(
