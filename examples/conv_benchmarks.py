@@ -114,12 +114,12 @@ def rows(out: str):
 # the checks of the emitted file
 # ---------------------------------------------------------------------------
 def conv_channels(path: str) -> list:
-    """Output channels of every Conv of an ONNX file, in node order."""
-    import onnx
-    from onnx import numpy_helper
-    m = onnx.load(path)
-    inits = {t.name: t for t in m.graph.initializer}
-    return [int(inits[n.input[1]].dims[0]) for n in m.graph.node if n.op_type == "Conv"]
+    """Output channels of every convolution of an ONNX file as leo_verify reads it (``Conv``,
+    and pools/BatchNormalization that are grouped convolutions), in graph order."""
+    from leo_verify.io.onnx import load_onnx
+    g = load_onnx(path)
+    return [int(len(op.layout.row_channels())) for _, op in g.items()
+            if op.kind == "affine" and op.layout is not None]
 
 
 def sample_region(lo: np.ndarray, hi: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

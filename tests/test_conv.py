@@ -370,3 +370,102 @@ def test_points_in_a_wide_box_are_drawn_in_bulk_and_stay_inside():
     check()
     assert len({p.tobytes() for p in seen}) > 5  # different points, not one repeated
     assert any(np.any(p == box.lower) and np.any(p == box.upper) for p in seen)  # bounds too
+
+
+# ---------------------------------------------------------------------------
+# end to end: compress, certify, recheck, and a hostile edit of the emitted conv
+# ---------------------------------------------------------------------------
+def _small_pool_net(tmp_path, pool: str):
+    rng = np.random.default_rng(11)
+    conv, inits = _conv_node(rng, 1, 3, (3, 3), 1, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits["b"] = np.array([0.4, -2.5, 0.1], np.float32)  # channel 1 dead on the box below
+    c2 = helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], kernel_shape=[2, 2], strides=[2, 2])
+    inits.update(w2=rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
+                 b2=np.array([0.2, -3.0, 0.0, 0.5], np.float32),
+                 wd=rng.normal(size=(3, 4 * 2 * 2)).astype(np.float32), bd=np.zeros(3, np.float32))
+    nodes = [conv, helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node(pool, ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             c2, helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / f"{pool}.onnx"
+    onnx.save(m, path)
+    centre = np.random.default_rng(2).uniform(0.3, 0.7, 64)
+    box = tmp_path / "box.json"
+    box.write_text(__import__("json").dumps({"lower": (centre - 0.05).tolist(),
+                                             "upper": (centre + 0.05).tolist()}))
+    return path, box
+
+
+@pytest.mark.parametrize("pool", ["AveragePool", "MaxPool"])
+def test_compress_certifies_a_conv_net_and_recheck_refuses_an_edited_kernel(tmp_path, pool):
+    import json
+    from leo_verify.cli import main
+    from leo_verify.domain import parse_domain
+    model, box = _small_pool_net(tmp_path, pool)
+    out = tmp_path / "out"
+    assert main(["compress", str(model), "--domain", str(box), "-o", str(out), "--no-checkpoint",
+                 "--no-progress", "--no-smt2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["certificate"]["verdict"] == "certified"
+    assert report["after"]["neurons"] < report["before"]["neurons"]
+    emitted = onnx.load(out / "compressed.onnx")
+    kinds = [n.op_type for n in emitted.graph.node]
+    assert "Conv" in kinds
+    # the emitted conv net agrees with the original in onnxruntime on the region
+    dom = parse_domain(str(box), n=64)
+    x = np.vstack([dom.sample(300, np.random.default_rng(0)), dom.lower[None], dom.upper[None]])
+    np.testing.assert_allclose(_ort(emitted, x, [1, 1, 8, 8]), _ort(onnx.load(model), x, [1, 1, 8, 8]),
+                               rtol=1e-5, atol=1e-5)
+    assert main(["recheck", str(out)]) == 0
+    pristine = (out / "compressed.onnx").read_bytes()
+
+    def edited(edit):
+        m = onnx.load_from_string(pristine)
+        edit(m)
+        (out / "compressed.onnx").write_bytes(m.SerializeToString())
+        return main(["recheck", str(out)])
+
+    def nudge_kernel(m):  # one ulp in one kernel weight of the emitted Conv
+        conv = next(n for n in m.graph.node if n.op_type == "Conv")
+        w = next(t for t in m.graph.initializer if t.name == conv.input[1])
+        arr = numpy_helper.to_array(w).copy()
+        arr.flat[0] = np.nextafter(arr.flat[0], np.float32(np.inf))
+        w.CopyFrom(numpy_helper.from_array(arr, w.name))
+
+    def swap_gather(m):  # two kept output units exchanged
+        g = next((n for n in m.graph.node if n.op_type == "Gather"), None)
+        if g is None:
+            nudge_kernel(m)
+            return
+        t = next(t for t in m.graph.initializer if t.name == g.input[1])
+        idx = numpy_helper.to_array(t).copy()
+        idx[[0, -1]] = idx[[-1, 0]]
+        t.CopyFrom(numpy_helper.from_array(idx, t.name))
+
+    def stride_one(m):  # the last Conv reads other positions (its output grows: shapes break)
+        conv = [n for n in m.graph.node if n.op_type == "Conv"][-1]
+        for a in conv.attribute:
+            if a.name == "pads":
+                a.ints[:] = [a.ints[0] + 1] + list(a.ints[1:])
+
+    for edit in (nudge_kernel, swap_gather, stride_one):
+        assert edited(edit) != 0, edit.__name__
+
+
+def test_float64_emission_writes_convolutions_as_gemm_for_onnxruntime():
+    g = graph_from_onnx_model(_two_convs())
+    m = to_onnx_model(g, dtype="float64")
+    kinds = [n.op_type for n in m.graph.node]
+    assert "Conv" not in kinds and "Gemm" in kinds  # onnxruntime has no float64 Conv
+    assert check_emitted_onnx(m.SerializeToString()) == (True, "")
+    x = np.random.default_rng(4).uniform(-1, 1, (3, 25))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, evaluate(g, x), rtol=1e-12, atol=1e-12)

@@ -28,6 +28,8 @@ import os
 import re
 import time
 
+import numpy as np
+
 from ..graph import Graph
 from ..kernel.exact import fraction_str
 from ..kernel.intervals import fraction_lists, node_bounds
@@ -39,15 +41,26 @@ __all__ = ["write_proofs", "exact_weights_json", "smt2_name", "run_smt2"]
 
 
 def exact_weights_json(graph: Graph) -> list:
-    """The exact weights of every affine node, in graph order, as ``"p/q"`` strings."""
+    """The exact weights of every affine node, in graph order, as ``"p/q"`` strings, or
+    ``{"from_file": true}`` when they are the float32 numbers every emitted file stores (a layer
+    the rewrite left alone; an unrolled convolution would be millions of strings)."""
     out = []
     for name in graph.nodes():
         op = graph.op(name)
-        if op.kind == "affine":
+        if op.kind == "affine" and op.exact is None and _float32_exact(op):
+            out.append({"node": name, "from_file": True})
+        elif op.kind == "affine":
             w, b = op.rational()
             out.append({"node": name, "weight": [[fraction_str(v) for v in row] for row in w],
                         "bias": [fraction_str(v) for v in b]})
     return out
+
+
+def _float32_exact(op) -> bool:
+    """True when ``op``'s float64 weights are float32 numbers (a file of either dtype stores them
+    unchanged)."""
+    return all(np.array_equal(a.astype(np.float32).astype(np.float64), a)
+               for a in (op.weight, op.bias))
 
 
 def smt2_name(nid: str) -> str:

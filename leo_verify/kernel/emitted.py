@@ -22,6 +22,11 @@ sample alone and exactly as the reader reads it:
      initializers of the input's element type whose shapes fit the data
      input's width), ``Relu``, ``Add`` (two network values of equal width);
      every value is ``[B, width]``;
+     and the conv segment of a convolution: ``Gather(axis=1)`` of a ``[B, w]`` value by a
+     1-D int64 initializer of indices in ``[0, w)``; ``Reshape`` of a ``[B, w]`` value to
+     ``[-1, C, (H,) W]`` (product ``w``); ``Conv`` of that with weight and bias initializers
+     and exactly the attributes kernel_shape, strides, pads, dilations, group (no
+     ``auto_pad``); ``Flatten(axis=1)`` of a ``Conv`` output (all per sample);
   3. optionally a ``Reshape`` of a network value ``[B, w]`` by an int64
      initializer equal to ``[-1, e1, ..., ek]`` (k >= 2, ``ei >= 1``, product
      ``w``: the same sample's values, split), or to ``[w]`` when the input has

@@ -206,8 +206,9 @@ def to_onnx_model(graph: Graph, *, dtype: str | None = None, opset: int = 13) ->
                                               [t], name=t))
                 x = t
             tensor[n] = x
-        elif op.kind == "affine" and op.layout is not None and \
+        elif op.kind == "affine" and op.layout is not None and dtype == "float32" and \
                 (plan := emit_plan(op.layout)) is not None:
+            # (onnxruntime has no float64 Conv: a float64 file writes convolutions as Gemm)
             tensor[n] = _emit_conv(n, args[0], plan, np_dtype, fresh, nodes, inits)
         elif op.kind == "affine":
             w = fresh(f"{n}.weight")
