@@ -28,7 +28,6 @@ proof; this is a smoke test of the emitted file).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from scale_benchmarks import BENCH, run_row  # noqa: E402
+from scale_benchmarks import BENCH, parse_args, run_all  # noqa: E402
 
 CONV = os.path.join(BENCH, "conv")
 
@@ -179,44 +178,17 @@ def markdown(results) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _check_emitted(row, model, domain, out) -> None:
+    if os.path.exists(os.path.join(out, "compressed.onnx")) and "units" in row:
+        row["channels_before"] = conv_channels(model)
+        row["channels_after"] = conv_channels(os.path.join(out, "compressed.onnx"))
+        row["agreement"] = agreement(model, out, domain)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", default=None, help="rows whose name contains one of these")
-    ap.add_argument("--out", default="out/conv")
-    ap.add_argument("--budget", type=float, default=None, help="compress --budget per row (default: none)")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="kill a row after this many seconds")
-    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more compress options (last)")
-    args = ap.parse_args(argv)
+    args = parse_args(argv, doc=__doc__, out="out/conv", timeout=1800.0)
     os.makedirs(os.path.join(args.out, "nets"), exist_ok=True)
-    for name, build, model, domain in rows(args.out):
-        if args.only and not any(w in name for w in args.only):
-            continue
-        if build is not None and not (os.path.exists(model) and os.path.exists(domain)):
-            build()
-        tag = name.replace(" ", "_").replace("/", "_")
-        out = os.path.join(args.out, tag)
-        row = run_row(name, model, domain, out, budget=args.budget, timeout=args.timeout,
-                      extra=args.extra)
-        if os.path.exists(os.path.join(out, "compressed.onnx")) and "units" in row:
-            row["channels_before"] = conv_channels(model)
-            row["channels_after"] = conv_channels(os.path.join(out, "compressed.onnx"))
-            row["agreement"] = agreement(model, out, domain)
-        with open(os.path.join(args.out, "results.jsonl"), "a") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-        print(json.dumps({k: v for k, v in row.items() if k != "log_tail"}), flush=True)
-    latest = {}
-    path = os.path.join(args.out, "results.jsonl")
-    if os.path.exists(path):
-        with open(path) as fh:
-            for line in fh:
-                rec = json.loads(line)
-                latest[rec["name"]] = rec
-    order = [name for name, *_ in rows(args.out)]
-    table = markdown([latest[n] for n in order if n in latest])
-    with open(os.path.join(args.out, "table.md"), "w") as fh:
-        fh.write(table)
-    print(table)
-    return 0
+    return run_all(args, rows, markdown, after=_check_emitted)
 
 
 if __name__ == "__main__":

@@ -157,40 +157,57 @@ def markdown(results) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv, *, doc: str, out: str, timeout: float):
+    """The options every benchmark script of this folder takes."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None, help="rows whose name contains one of these")
-    ap.add_argument("--out", default="out/scale")
+    ap.add_argument("--out", default=out)
     ap.add_argument("--budget", type=float, default=None, help="compress --budget per row (default: none)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="kill a row after this many seconds")
+    ap.add_argument("--timeout", type=float, default=timeout, help="kill a row after this many seconds")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more compress options (last)")
-    args = ap.parse_args(argv)
-    os.makedirs(os.path.join(args.out, "nets"), exist_ok=True)
-    results = []
-    for name, build, model, domain in rows(args.out):
+    return ap.parse_args(argv)
+
+
+def write_table(out: str, order: list, render) -> str:
+    """OUT/table.md from the last run of every row in OUT/results.jsonl, in ``order``."""
+    latest = {}
+    path = os.path.join(out, "results.jsonl")
+    if os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                rec = json.loads(line)
+                latest[rec["name"]] = rec
+    table = render([latest[n] for n in order if n in latest])
+    with open(os.path.join(out, "table.md"), "w") as fh:
+        fh.write(table)
+    return table
+
+
+def run_all(args, rows_fn, render, *, after=None) -> int:
+    """Run the rows of ``rows_fn(OUT)`` that ``--only`` selects (building missing files), append
+    each to OUT/results.jsonl (``after(row, model, domain, out)`` may add fields), print the
+    table of the last run of every row."""
+    for name, build, model, domain in rows_fn(args.out):
         if args.only and not any(w in name for w in args.only):
             continue
         if build is not None and not (os.path.exists(model) and (domain.startswith("box:") or os.path.exists(domain))):
             build()
-        tag = name.replace(" ", "_")
-        row = run_row(name, model, domain, os.path.join(args.out, tag), budget=args.budget,
-                      timeout=args.timeout, extra=args.extra)
-        results.append(row)
+        out = os.path.join(args.out, name.replace(" ", "_").replace("/", "_"))
+        row = run_row(name, model, domain, out, budget=args.budget, timeout=args.timeout, extra=args.extra)
+        if after is not None:
+            after(row, model, domain, out)
         with open(os.path.join(args.out, "results.jsonl"), "a") as fh:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "log_tail"}), flush=True)
     # the table shows every row run so far into OUT (the last run of each), in row order
-    latest = {}
-    with open(os.path.join(args.out, "results.jsonl")) as fh:
-        for line in fh:
-            rec = json.loads(line)
-            latest[rec["name"]] = rec
-    order = [name for name, *_ in rows(args.out)]
-    table = markdown([latest[n] for n in order if n in latest])
-    with open(os.path.join(args.out, "table.md"), "w") as fh:
-        fh.write(table)
-    print(table)
+    print(write_table(args.out, [name for name, *_ in rows_fn(args.out)], render))
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv, doc=__doc__, out="out/scale", timeout=900.0)
+    os.makedirs(os.path.join(args.out, "nets"), exist_ok=True)
+    return run_all(args, rows, markdown)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 from ...conv_layout import _positions as _windows, conv_matrix, ConvLayout
 from ...errors import UnsupportedOp
 from ...graph import neuron_id, Relu
+from .nodes import _add_values, _exact_division
 from .values import _is_const, _is_pow2, _Lin, _need_dense, _need_value, _spend
 
 if TYPE_CHECKING:  # annotations only
@@ -285,7 +286,6 @@ def _avg_pool(t, node, ins, attrs, *, is_global: bool):
     if _is_pow2(div):  # 1/k is a float: one exact scaling
         S /= div[:, None]
         return [t.apply(x, _Lin(out_shape, matrix=S))]
-    from .ops import _exact_division  # the one exact-rational division of the op table
     summed = t.apply(x, _Lin(out_shape, matrix=S))
     return [_exact_division(t, summed, np.arange(n), div, out_shape)]
 
@@ -325,7 +325,6 @@ def _max_pool(t, node, ins, attrs, *, is_global: bool):
 def _max_tree(t, z, cands: list, out_shape: tuple):
     """``max`` over each candidate list of entries of ``z``, by levels of
     ``max(a, b) = b + relu(a - b)``; returns the pending value of shape ``out_shape``."""
-    from .ops import _add_values
     level = 0
     while any(len(c) > 1 for c in cands):
         level += 1
@@ -376,7 +375,6 @@ def _max_tree_conv(t, x, C, hw_in, hw_out, ks, geom, nsp, out_shape):
     ``Conv`` nodes with 0/+-1 kernels.  The candidates of level ``l`` are a tensor of
     ``C * m_l`` channels (channel ``c * m_l + r`` is candidate ``r`` of channel ``c``'s window):
     level 1 reads the input through the pool's window, later levels are 1x1 convolutions."""
-    from .ops import _add_values
     kh, kw = ks
     offsets = [(a, b) for a in range(kh) for b in range(kw)]
     howo = hw_out[0] * hw_out[1]

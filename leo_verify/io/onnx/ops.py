@@ -3,18 +3,18 @@
 """
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 from onnx import helper, TensorProto
 
 from ...errors import UnsupportedOp
-from ...graph import Add, Affine, neuron_id, Relu
+from ...graph import neuron_id, Relu
 from .checks import _DATA_TYPES, _tensor_to_array
-from .conv_ops import CONV_HANDLERS
+from .conv_ops import _apply_conv, CONV_HANDLERS
+from .nodes import _add_values, _broadcast_select, _exact_division
 from .values import (_exact_add, _exact_mul, _FLOAT_TYPES, _is_const, _is_pow2, _Lin, _need_const,
-                     _need_dense, _need_rational, _need_value, _Pending, _size, _spend)
+                     _need_dense, _need_value, _size, _spend)
 
 if TYPE_CHECKING:  # annotations only: no import at run time
     from .tracer import _Tracer
@@ -275,12 +275,6 @@ def _op_head(t, node, ins, attrs):
 
 
 # -- element-wise arithmetic ------------------------------------------------
-def _broadcast_select(t, x: _Pending, shape: tuple) -> np.ndarray:
-    """Row selection broadcasting the pending ``x`` to ``shape``."""
-    _need_value(shape, "the broadcast result")
-    return np.broadcast_to(np.arange(x.size).reshape(x.shape), shape).ravel()
-
-
 def _const_arith(t, kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     _need_const(np.broadcast_shapes(a.shape, b.shape), f"the result of this constant {kind}")
     if a.dtype.kind in "iub" and b.dtype.kind in "iub":  # shape arithmetic
@@ -351,42 +345,6 @@ def _scaled_select(sel, scale, shape, in_size: int) -> _Lin:
     M = np.zeros((len(sel), in_size))
     M[np.arange(len(sel)), sel] = scale
     return _Lin(shape, matrix=M)
-
-
-def _exact_division(t, var: _Pending, sel, d, shape) -> _Pending:
-    """``x / d``: 1/d is not a float, so emit an Affine with exact rational weights."""
-    _need_rational(len(sel), var.size, "this exact division")
-    src = t.materialize(var)
-    zero = Fraction(0)
-    W = np.full((len(sel), var.size), zero, dtype=object)
-    for i, (j, di) in enumerate(zip(sel, d)):
-        W[i, j] = 1 / Fraction(float(di))
-    b = np.full(len(sel), zero, dtype=object)
-    name = t.graph.add(t.graph.fresh_name(t.label), Affine.from_rational(W, b), [src])
-    return t.fresh(name, shape)
-
-
-def _add_values(t, a: _Pending, b: _Pending, *, negate: bool) -> _Pending:
-    """``a + b`` (or ``a - b``) of two network values: a residual Add node."""
-    try:
-        shape = tuple(np.broadcast_shapes(a.shape, b.shape))
-    except ValueError:
-        raise t.error(f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast") from None
-    if a.shape != shape:
-        a = t.apply(a, _Lin(shape, select=_broadcast_select(t, a, shape)))
-    if b.shape != shape:
-        b = t.apply(b, _Lin(shape, select=_broadcast_select(t, b, shape)))
-    if negate:
-        b = t.negate(b)
-    na, nb = t.materialize(a), t.materialize(b)
-    if na == nb:
-        # x + x (networkx has no parallel edges): 2x, exact; x - x is not possible here
-        # since -x is materialized as a distinct node.
-        n = t.graph.size_of(na)
-        _need_dense(n, n, "x + x")
-        return t.apply(t.fresh(na, shape), _Lin(shape, matrix=2.0 * np.eye(n)))
-    name = t.graph.add(t.graph.fresh_name(t.label), Add(a.size, 2), [na, nb])
-    return t.fresh(name, shape)
 
 
 # -- matrix products ----------------------------------------------------------
@@ -534,7 +492,6 @@ def _op_batchnorm(t, node, ins, attrs):
                  + t_full).reshape(x.shape)]
     if len(x.shape) in (3, 4) and x.shape[0] == 1:
         # on feature maps: a 1x1 convolution with one group per channel (kept in conv form)
-        from .conv_ops import _apply_conv
         _need_dense(x.size, x.size, "BatchNormalization")
         hw = tuple(int(d) for d in x.shape[2:])
         hw = (1,) + hw if len(hw) == 1 else hw
