@@ -22,6 +22,16 @@ def _info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
 
 
+def _conv(graph, relu: str) -> dict:
+    """``{"conv": [channels, height, width]}`` when the ReLU layer's feeder is a convolution
+    keeping all its outputs (its units are then channel x position), else ``{}``."""
+    op = graph.op(graph.args(relu)[0])
+    if op.kind != "affine" or op.layout is None:
+        return {}
+    lay = op.layout
+    return {"conv": [lay.out_channels, *lay.out_hw]}
+
+
 def model_facts(path: str, graph) -> dict:
     s = graph.summary()
     meta = graph.metadata
@@ -35,7 +45,8 @@ def model_facts(path: str, graph) -> dict:
         "name": s["name"],
         "inputs": s["inputs"],
         "outputs": s["outputs"],
-        "hidden_layers": [{"name": n, "width": w} for n, w in zip(s["layer_names"], s["widths"])],
+        "hidden_layers": [{"name": n, "width": w, **_conv(graph, n)}
+                          for n, w in zip(s["layer_names"], s["widths"])],
         "neurons": s["neurons"],
         "parameters": s["parameters"],
         "nodes": s["nodes"],
@@ -64,7 +75,8 @@ def _info_run(args) -> int:
         f"hidden      {len(layers)} ReLU layer(s)" + (":" if layers else ""),
     ]
     width = max((len(l["name"]) for l in layers), default=0)
-    lines += [f"  {l['name']:<{width}}  {l['width']}" for l in layers]
+    lines += [f"  {l['name']:<{width}}  {l['width']}"
+              + (f"  (conv {' x '.join(map(str, l['conv']))})" if "conv" in l else "") for l in layers]
     lines += [
         f"neurons     {facts['neurons']}",
         f"parameters  {facts['parameters']}",

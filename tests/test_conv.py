@@ -469,3 +469,12 @@ def test_float64_emission_writes_convolutions_as_gemm_for_onnxruntime():
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, evaluate(g, x), rtol=1e-12, atol=1e-12)
+
+
+def test_info_names_the_conv_shape_of_a_layer(tmp_path):
+    from leo_verify.cli_info import model_facts
+    path = tmp_path / "two.onnx"
+    onnx.save(_two_convs(), path)
+    g = graph_from_onnx_model(_two_convs())
+    layers = model_facts(str(path), g)["hidden_layers"]
+    assert [l.get("conv") for l in layers] == [[3, 4, 4], [2, 3, 3]]
