@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from leo_verify.errors import UnsupportedOp
 from leo_verify.io.onnx import load_onnx, save_onnx
 from leo_verify.io.torch import from_torch, to_torch
 from leo_verify.semantics import evaluate
@@ -23,15 +22,35 @@ def _points(g, path):
     return np.random.default_rng(7).uniform(lo, hi, (300, g.input_size))
 
 
-#: convolutional benchmarks are not supported yet (issue 15): they must be refused
-#: with a clear UnsupportedOp naming the node and the op, never half-loaded
+#: the convolutional benchmarks (issue 15)
 CONV = {p for p in FILES if p.parent.name == "conv"}
 
 
 @pytest.mark.parametrize("path", sorted(CONV), ids=[p.name for p in sorted(CONV)])
-def test_convolutional_benchmarks_are_refused_clearly(path):
-    with pytest.raises(UnsupportedOp, match=r"node '.+' \(Conv\): op 'Conv' is not supported"):
-        load_onnx(path)
+def test_convolutional_benchmarks_round_trip_in_conv_form(tmp_path, path):
+    import onnx
+    import onnxruntime as ort
+    g = load_onnx(path)
+    assert all(op.layout is not None for n, op in g.items() if op.kind == "affine" and g.users(n)
+               and g.op(g.users(n)[0]).kind == "relu" and op.size > 600)  # the convolutions
+    x = np.random.default_rng(7).uniform(0, 1, (20, g.input_size))
+    y = evaluate(g, x)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [1] + [int(d) for d in inp.shape[1:]]
+    ref = np.stack([sess.run(None, {inp.name: p.astype(np.float32).reshape(shape)})[0].ravel() for p in x])
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    out = tmp_path / "net.onnx"
+    save_onnx(g, out)
+    assert [n.op_type for n in onnx.load(out).graph.node].count("Conv") == 2
+    np.testing.assert_allclose(evaluate(load_onnx(out), x), y, rtol=1e-6, atol=1e-6)
+    module = to_torch(g, dtype=torch.float64)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in module.modules()) == 2
+    with torch.no_grad():
+        yt = module(torch.tensor(x).reshape([20] + shape[1:])).numpy()
+    np.testing.assert_allclose(yt.reshape(y.shape), y, rtol=1e-9, atol=1e-9)
+    back = from_torch(module, input_size=tuple(shape[1:]))
+    np.testing.assert_allclose(evaluate(back, x), y, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("path", [p for p in FILES if p not in CONV], ids=[p.name for p in FILES if p not in CONV])
