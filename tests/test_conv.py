@@ -478,3 +478,13 @@ def test_info_names_the_conv_shape_of_a_layer(tmp_path):
     g = graph_from_onnx_model(_two_convs())
     layers = model_facts(str(path), g)["hidden_layers"]
     assert [l.get("conv") for l in layers] == [[3, 4, 4], [2, 3, 3]]
+
+
+def test_compress_format_torch_refuses_a_conv_net_up_front(tmp_path):
+    from leo_verify.cli import main
+    path = tmp_path / "two.onnx"
+    onnx.save(_two_convs(), path)
+    out = tmp_path / "out"
+    assert main(["compress", str(path), "--domain", "box:0,1", "-o", str(out), "--format", "torch",
+                 "--no-checkpoint", "--no-progress"]) != 0
+    assert not out.exists()  # refused before any work, no empty OUT/
