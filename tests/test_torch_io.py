@@ -165,11 +165,17 @@ def test_functional_calls_and_shaped_input():
 
 @pytest.mark.parametrize("bad, match", [
     (nn.Sequential(nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 1)), r"module '1'\): Sigmoid"),
-    (nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU()), r"module '0'\): Conv1d"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Softplus(), nn.Linear(4, 1)), r"module '1'\): Softplus"),
 ])
 def test_unsupported_module_names_node(bad, match):
     with pytest.raises(UnsupportedOp, match=match):
         from_torch(bad)
+
+
+def test_conv3d_module_is_refused_naming_the_node():
+    # convolutions go through the ONNX reader (tests/test_conv.py); 3-D ones it refuses
+    with pytest.raises(UnsupportedOp, match=r"Conv.*3 spatial dimensions"):
+        from_torch(nn.Sequential(nn.Conv3d(1, 2, 2), nn.ReLU()), input_size=(1, 3, 3, 3))
 
 
 def test_unsupported_function_names_node():
