@@ -174,7 +174,7 @@ def markdown(results) -> str:
         agree = r.get("agreement", {})
         lines.append(f"| {r['name']} | {r['domain']} | {r['units']} | {r['removed']} | {r['unknown']} | {ch} "
                      f"| {r['analysis_s']:.1f} | {r['certify_s']:.1f} | {r['verdict']} | {r['wall_s']} "
-                     f"| {r['peak_rss_mb']} | {agree.get('max_abs_diff', '')} |")
+                     f"| {r['peak_rss_mb']} | {agree['max_abs_diff']:.1e} |" if agree else "| |")
     return head + "\n".join(lines) + "\n"
 
 
