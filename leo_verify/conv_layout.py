@@ -184,6 +184,8 @@ def emit_plan(lay: ConvLayout) -> dict | None:
     hw = H * W
     in_ch = lay.col_channels() if lay.groups == 1 else np.arange(C)
     out_ch = lay.row_channels() if lay.groups == 1 else np.arange(lay.out_channels)
+    if not len(in_ch) or not len(out_ch):
+        return None  # no rows or no columns left: an empty Gemm says that more plainly
     inv = np.full(lay.n_inputs, -1, dtype=np.int64)
     used = np.nonzero(lay.cols >= 0)[0]
     inv[lay.cols[used]] = used

@@ -101,8 +101,7 @@ def _geometry(t, attrs, spatial_in: tuple, nsp: int, kernel: tuple, *, pool: boo
         outs.append(int(o))
     pad1 = (0,) * (2 - nsp)
     one = (1,) * (2 - nsp)
-    return (one + tuple(strides), one + tuple(dilations), pad1 + tuple(begin),
-            tuple(one[:2 - nsp]) + tuple(outs))
+    return one + tuple(strides), one + tuple(dilations), pad1 + tuple(begin), one + tuple(outs)
 
 
 def _kernel2(t, kshape: tuple, nsp: int) -> tuple:
