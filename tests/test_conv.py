@@ -488,3 +488,33 @@ def test_compress_format_torch_refuses_a_conv_net_up_front(tmp_path):
     assert main(["compress", str(path), "--domain", "box:0,1", "-o", str(out), "--format", "torch",
                  "--no-checkpoint", "--no-progress"]) != 0
     assert not out.exists()  # refused before any work, no empty OUT/
+
+
+@settings(max_examples=60, deadline=None)
+@given(op=st.sampled_from(["Conv", "MaxPool", "AveragePool"]),
+       kernel=st.lists(st.integers(-2, 10 ** 6), min_size=0, max_size=3),
+       strides=st.lists(st.integers(-1, 10 ** 6), min_size=0, max_size=3),
+       pads=st.lists(st.integers(-3, 10 ** 6), min_size=0, max_size=5),
+       auto=st.sampled_from([None, "SAME_UPPER", "VALID", "BOGUS"]))
+def test_hostile_conv_and_pool_attributes_load_or_raise_a_leo_error(op, kernel, strides, pads, auto):
+    from leo_verify.errors import LeoError
+    attrs = {}
+    for key, v in (("kernel_shape", kernel), ("strides", strides), ("pads", pads)):
+        if v:
+            attrs[key] = v
+    if auto:
+        attrs["auto_pad"] = auto
+    inits = {}
+    ins = ["x"]
+    if op == "Conv":
+        k = [min(max(a, 1), 3) for a in (kernel or [2, 2])][:2] + [1] * max(0, 2 - len(kernel or [2, 2]))
+        inits = {"w": np.ones((2, 1) + tuple(k[:2]), np.float32)}
+        ins = ["x", "w"]
+    node = helper.make_node(op, ins, ["p"], **attrs)
+    model = _model([node, _flat_out("p")], inits, [1, 1, 5, 4])
+    try:
+        g = graph_from_onnx_model(model)
+    except LeoError:
+        return
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 20))
+    assert np.all(np.isfinite(evaluate(g, x)))

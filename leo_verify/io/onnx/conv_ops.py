@@ -141,6 +141,7 @@ def _op_conv(t, node, ins, attrs):
     out_shape = (1, m_out) + tuple(hw_out[2 - nsp:])
     _need_value(out_shape, "the Conv output")
     _need_dense(m_out * hw_out[0] * hw_out[1], x.size, "this Conv (unrolled)")
+    _need_dense(hw_out[0] * hw_out[1], ks[0] * ks[1], "the Conv windows")
     bias = np.zeros(m_out)
     if b is not None:
         bias = t.as_float(b, "Conv bias").ravel()
@@ -241,6 +242,8 @@ def _pool_setup(t, x, attrs, op: str, *, is_global: bool):
             raise t.error("missing attribute 'kernel_shape'")
         ks = _kernel2(t, attrs["kernel_shape"], nsp)
         strides, dilations, begin, hw_out = _geometry(t, attrs, hw_in, nsp, ks[2 - nsp:], pool=True)
+    # a hostile kernel_shape (an attribute: no tensor bounds it) must not allocate the windows
+    _need_dense(hw_out[0] * hw_out[1], ks[0] * ks[1], f"the {op} windows")
     i, j, inside = _windows(hw_in, hw_out, ks, strides, dilations, begin)
     out_shape = (1, C) + tuple(hw_out[2 - nsp:])
     _need_value(out_shape, f"the {op} output")
