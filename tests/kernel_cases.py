@@ -60,7 +60,41 @@ def honest_folders(base) -> dict:
     nets["abs"] = compress_into(abs_model, os.path.join(base, "abs"), "--domain", "box:-1,1")  # piece tree
     nets["digits"] = compress_into(DIGITS, os.path.join(base, "digits"), "--domain", "box:0,1",
                                    "--query-time-limit", "5")  # LP lemmas
+    conv_model, conv_box = tiny_conv(base)
+    nets["conv"] = compress_into(conv_model, os.path.join(base, "conv"), "--domain", conv_box,
+                                 "--no-smt2")  # Conv/Gather segments, MaxPool adds, from_file weights
     return nets
+
+
+def tiny_conv(base) -> tuple[str, str]:
+    """A 1x8x8 conv net (Conv 3x3 pad 1, ReLU, MaxPool 2x2, Conv 2x2 stride 2, ReLU, Gemm) and an
+    L-inf box of radius 0.05 on which a channel of each convolution is dead."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(11)
+    inits = {"w": rng.normal(size=(3, 1, 3, 3)).astype(np.float32),
+             "b": np.array([0.4, -2.5, 0.1], np.float32),
+             "w2": rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
+             "b2": np.array([0.2, -3.0, 0.0, 0.5], np.float32),
+             "wd": rng.normal(size=(3, 16)).astype(np.float32), "bd": np.zeros(3, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "tiny_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = os.path.join(base, "tiny_conv.onnx")
+    onnx.save(m, path)
+    centre = np.random.default_rng(2).uniform(0.3, 0.7, 64)
+    box = os.path.join(base, "tiny_conv_box.json")
+    with open(box, "w") as fh:
+        json.dump({"lower": (centre - 0.05).tolist(), "upper": (centre + 0.05).tolist()}, fh)
+    return path, box
 
 
 def copy_folder(src, dst) -> str:

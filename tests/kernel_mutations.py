@@ -5,8 +5,9 @@ draws the mutation): flip a direction, change any rational (sign, +1 in a
 numerator, another float, junk text), swap two neuron ids, drop / duplicate /
 swap list entries, drop or add keys, move a split point or dimension, widen a
 domain bound (in the certificate, or consistently in both files), edit one
-byte of an emitted file, rename an emitted entry, add an unlisted model file,
-edit report.json.  After each mutation the kernel's ``recheck`` runs on the
+byte of an emitted file, change one number of an emitted ONNX file (a weight, a
+``Conv`` attribute, a ``Gather`` index) and re-hash it in both files, rename an
+emitted entry, add an unlisted model file, edit report.json.  After each mutation the kernel's ``recheck`` runs on the
 folder, with the original model and the domain pinned as a reviewer would
 (``recheck OUT/ --model M --domain D``).  It must
 
@@ -16,7 +17,8 @@ folder, with the original model and the domain pinned as a reviewer would
   the same original hash, domain, emitted bytes and hashes, eps, verdict and
   the same proven (neuron, direction) claims (editing an informational field,
   or replacing a multiplier by another one that still proves the bound,
-  changes no meaning).
+  changes no meaning; nor does the direction of a claim on a neuron whose
+  pre-activation is exactly 0 on the box, where both directions are true).
 
 As a benchmark: ``python tests/kernel_mutations.py [--n 1000]`` prints
 ``N mutations, 0 accepted, 0 crashes`` (accepted = meaning changed, yet
@@ -31,6 +33,8 @@ import shutil
 import sys
 import tempfile
 from fractions import Fraction
+
+import numpy as np
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -65,13 +69,39 @@ def _num(v):
     return json.dumps(v)
 
 
-def meaning(folder) -> tuple:
-    """What a certified verdict asserts about ``folder`` (see the module docstring)."""
+_ZERO_CACHE: dict = {}
+
+
+def zero_units(model: str, box) -> frozenset:
+    """Neurons whose pre-activation is exactly 0 on the whole box (exact interval bounds
+    ``[0, 0]``, e.g. a MaxPool difference of two dead units): for them "active" and "inactive"
+    are both true, so a flipped claim is a true claim and recheck may accept it."""
+    key = (model, json.dumps([[str(v) for v in lo] + [str(v) for v in hi] for lo, hi in box]))
+    if key not in _ZERO_CACHE:
+        from leo_verify.io.onnx import load_onnx
+        from leo_verify.kernel.intervals import node_bounds
+        g = load_onnx(model)
+        zero = set()
+        for lo, hi in box:
+            bounds = node_bounds(g, (lo, hi))
+            units = set()
+            for name, op in g.relus():
+                blo, bhi = bounds[g.args(name)[0]]
+                units |= {nid for k, nid in enumerate(op.neurons) if blo.fraction(k) == 0 == bhi.fraction(k)}
+            zero = units if not zero else zero & units
+        _ZERO_CACHE[key] = frozenset(zero)
+    return _ZERO_CACHE[key]
+
+
+def meaning(folder, zero: frozenset = frozenset()) -> tuple:
+    """What a certified verdict asserts about ``folder`` (see the module docstring); the
+    direction of a claim on a neuron of ``zero`` (identically 0) asserts nothing more."""
     try:
         c = _load(folder, CERT)
         r = _load(folder, "report.json")
         files = sorted((n, _sha(os.path.join(folder, n))) for n in os.listdir(folder) if n.startswith("compressed."))
-        proven = sorted((k, x.get("neuron"), x.get("claim")) for k, r in enumerate(c.get("regions", []))
+        proven = sorted((k, x.get("neuron"), "either" if x.get("neuron") in zero else x.get("claim"))
+                        for k, r in enumerate(c.get("regions", []))
                         for x in r.get("claims", []) if isinstance(x, dict) and x.get("status") == "proven")
         boxes = [(r.get("lower"), r.get("upper")) for r in c.get("regions", [])]
         return (json.dumps([c.get("original"), boxes, c.get("emitted"), c.get("epsilon"),
@@ -223,7 +253,7 @@ def apply_mutation(data, folder) -> str:
     """Draw and apply one mutation to ``folder``; returns a description."""
     what = data.draw(st.sampled_from(["cert"] * 8 + ["report"] * 3 + ["widen_both", "swap_ids", "byte",
                                                                        "rename_entry", "rename_file", "extra_file",
-                                                                       "move_cut"]))
+                                                                       "move_cut", "model_rehashed"]))
     cpath, rpath = os.path.join(folder, CERT), os.path.join(folder, "report.json")
     cert, report = _load(folder, CERT), _load(folder, "report.json")
     emitted = sorted(cert["emitted"])
@@ -258,6 +288,8 @@ def apply_mutation(data, folder) -> str:
         raw[i] ^= data.draw(st.integers(1, 255))
         open(p, "wb").write(bytes(raw))
         desc = f"byte {i} of {name}"
+    elif what == "model_rehashed":
+        desc = _edit_model_rehashed(data, folder, cert, report, emitted)
     elif what == "rename_entry":
         name = data.draw(st.sampled_from(emitted))
         new = data.draw(st.sampled_from(["compressed.pt", "compressed.onnx2", "compressed.nnet"]))
@@ -296,6 +328,52 @@ def apply_mutation(data, folder) -> str:
     return desc
 
 
+def _edit_model_rehashed(data, folder, cert, report, emitted) -> str:
+    """One number of an emitted ONNX file changed (a weight, a Conv attribute, a Gather index,
+    a Reshape shape), and its new sha256 written into the certificate and the report: the
+    binding then holds, and only the kernel's reading of the file can refuse it."""
+    import onnx
+    from onnx import numpy_helper
+    name = next((n for n in emitted if n.endswith(".onnx")), None)
+    if name is None:
+        return "model_rehashed: no ONNX file"
+    path = os.path.join(folder, name)
+    m = onnx.load(path)
+    targets = [("init", t.name) for t in m.graph.initializer] + \
+        [("attr", (k, a.name)) for k, n in enumerate(m.graph.node) for a in n.attribute
+         if a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS)]
+    kind, key = data.draw(st.sampled_from(targets))
+    if kind == "init":
+        t = next(t for t in m.graph.initializer if t.name == key)
+        arr = numpy_helper.to_array(t).copy()
+        if not arr.size:
+            return "model_rehashed: empty initializer"
+        i = data.draw(st.integers(0, arr.size - 1))
+        if arr.dtype.kind == "f":
+            arr.flat[i] = arr.flat[i] + data.draw(st.sampled_from([1.0, -1.0, 2.0 ** -20, 0.5])) \
+                if data.draw(st.booleans()) else np.nextafter(arr.flat[i], np.inf)
+        else:
+            arr.flat[i] = arr.flat[i] + data.draw(st.sampled_from([1, -1, 2]))
+        t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        desc = f"model_rehashed: {key}[{i}]"
+    else:
+        k, aname = key
+        a = next(a for a in m.graph.node[k].attribute if a.name == aname)
+        if a.type == onnx.AttributeProto.INT:
+            a.i += data.draw(st.sampled_from([1, -1]))
+        elif len(a.ints):
+            j = data.draw(st.integers(0, len(a.ints) - 1))
+            a.ints[j] += data.draw(st.sampled_from([1, -1]))
+        desc = f"model_rehashed: node {k} attribute {aname}"
+    onnx.save(m, path)
+    digest = _sha(path)
+    cert["emitted"][name]["sha256"] = digest
+    for out in report.get("outputs", {}).values():
+        if isinstance(out, dict) and out.get("file", name) == name and "sha256" in out:
+            out["sha256"] = digest
+    return desc
+
+
 class Tally:
     def __init__(self):
         self.n = self.accepted_harmless = self.accepted_bad = self.crashes = self.errors = self.rejected = 0
@@ -309,11 +387,12 @@ def one(data, honest: str, work_root: str, tally: Tally, *, strict: bool) -> Non
     try:
         folder = os.path.join(work, "out")
         shutil.copytree(honest, folder)
-        before = meaning(folder)
         # the reviewer's own inputs, taken before the mutation: the original model and the box
         model = _load(folder, "report.json")["model"]["source"]
         box = [([Fraction(v) for v in r["lower"]], [Fraction(v) for v in r["upper"]])
                for r in _load(folder, CERT)["regions"]]
+        zero = zero_units(model, box)
+        before = meaning(folder, zero)
         desc = apply_mutation(data, folder)
         tally.n += 1
         try:
@@ -332,7 +411,7 @@ def one(data, honest: str, work_root: str, tally: Tally, *, strict: bool) -> Non
         if s["verdict"] != "certified":
             tally.rejected += 1
             return
-        if meaning(folder) == before:
+        if meaning(folder, zero) == before:
             tally.accepted_harmless += 1
             tally.harmless.append(desc)
             return

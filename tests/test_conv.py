@@ -518,3 +518,10 @@ def test_hostile_conv_and_pool_attributes_load_or_raise_a_leo_error(op, kernel, 
         return
     x = np.random.default_rng(0).uniform(-1, 1, (2, 20))
     assert np.all(np.isfinite(evaluate(g, x)))
+
+
+def test_checkpoint_fingerprint_covers_the_conv_layout():
+    from leo_verify.analysis.checkpoint import graph_fingerprint
+    g = graph_from_onnx_model(_two_convs())
+    assert graph_fingerprint(g) == graph_fingerprint(graph_from_onnx_model(_two_convs()))
+    assert graph_fingerprint(g) != graph_fingerprint(graph_from_onnx_model(_two_convs(seed=2)))

@@ -113,18 +113,27 @@ def graph_fingerprint(graph) -> str:
     for name in graph.nodes():
         op = graph.op(name)
         h.update(canonical_json({"node": name, "kind": op.kind, "args": graph.args(name)}).encode())
-        for f in dataclasses.fields(op):
-            v = getattr(op, f.name)
-            h.update(f"|{f.name}=".encode())
-            if isinstance(v, np.ndarray):
-                _put_array(h, v)
-            elif isinstance(v, tuple) and v and all(isinstance(x, np.ndarray) for x in v):
-                for x in v:
-                    _put_array(h, x)
-            else:
-                h.update(canonical_json(v).encode())
+        _put_fields(h, op)
         h.update(b"\n")
     return h.hexdigest()
+
+
+def _put_fields(h, obj) -> None:
+    """Every field of a frozen payload (an op, or the conv layout it carries), arrays by bytes."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        h.update(f"|{f.name}=".encode())
+        if isinstance(v, np.ndarray):
+            _put_array(h, v)
+        elif isinstance(v, tuple) and v and all(isinstance(x, np.ndarray) for x in v):
+            for x in v:
+                _put_array(h, x)
+        elif dataclasses.is_dataclass(v):
+            h.update(b"{")
+            _put_fields(h, v)
+            h.update(b"}")
+        else:
+            h.update(canonical_json(v).encode())
 
 
 def _data_digest(data) -> str | None:
