@@ -245,6 +245,9 @@ class Graph:
         # networkx recomputes it on each call; add / rewire / remove clear it (replace keeps
         # the structure, and the networkx graph is only handed out as a read-only view)
         self._order: tuple | None = None
+        # node -> its arguments in order, cached for the same reason (a CROWN walk asks
+        # hundreds of thousands of times); cleared with the order
+        self._args: dict = {}
 
     # -- construction -------------------------------------------------
     def add(self, name: str, op: Op, inputs: Iterable[str] = ()) -> str:
@@ -258,6 +261,7 @@ class Graph:
             if src not in self._g:
                 raise GraphError(f"node {name!r}: argument {src!r} does not exist")
         self._order = None
+        self._args = {}
         self._g.add_node(name, op=op)
         for i, src in enumerate(inputs):
             if self._g.has_edge(src, name):
@@ -284,6 +288,7 @@ class Graph:
     def rewire(self, name: str, inputs: Iterable[str]) -> None:
         """Replace the arguments of ``name``."""
         self._order = None
+        self._args = {}
         for src in list(self._g.predecessors(name)):
             self._g.remove_edge(src, name)
         for i, src in enumerate(inputs):
@@ -293,6 +298,7 @@ class Graph:
 
     def remove(self, name: str) -> None:
         self._order = None
+        self._args = {}
         self._g.remove_node(name)
 
     def copy(self) -> "Graph":
@@ -313,8 +319,11 @@ class Graph:
 
     def args(self, name: str) -> list[str]:
         """Arguments of ``name`` in argument order."""
-        preds = [(d["index"], s) for s, _, d in self._g.in_edges(name, data=True)]
-        return [s for _, s in sorted(preds)]
+        cached = self._args.get(name)
+        if cached is None:
+            preds = [(d["index"], s) for s, _, d in self._g.in_edges(name, data=True)]
+            cached = self._args[name] = tuple(s for _, s in sorted(preds))
+        return list(cached)
 
     def users(self, name: str) -> list[str]:
         return sorted(self._g.successors(name))

@@ -491,3 +491,21 @@ def test_exact_interpreter_matches_the_fraction_reference(data):
         return vals[graph.output_name]
     for graph in (f, g):
         assert evaluate_exact(graph, x) == reference(graph)
+
+
+def test_graph_args_cache_follows_rewire_remove_and_add():
+    g = Graph(name="cache")
+    g.add("x", Input(2))
+    g.add("a", Affine(np.eye(2), np.zeros(2)), ["x"])
+    g.add("b", Affine(np.eye(2), np.ones(2)), ["x"])
+    g.add("s", Add(2), ["a", "b"])
+    assert g.args("s") == ["a", "b"]
+    g.rewire("s", ["b", "a"])
+    assert g.args("s") == ["b", "a"]
+    g.add("c", Affine(np.eye(2), np.zeros(2)), ["x"])
+    g.rewire("s", ["c", "a"])
+    g.remove("b")
+    assert g.args("s") == ["c", "a"] and g.users("x") == ["a", "c"]
+    h = g.copy()
+    h.rewire("s", ["a", "c"])
+    assert h.args("s") == ["a", "c"] and g.args("s") == ["c", "a"]  # copies do not share the cache
