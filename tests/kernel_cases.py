@@ -66,8 +66,8 @@ def honest_folders(base) -> dict:
     return nets
 
 
-def tiny_conv(base) -> tuple[str, str]:
-    """A 1x8x8 conv net (Conv 3x3 pad 1, ReLU, MaxPool 2x2, Conv 2x2 stride 2, ReLU, Gemm) and an
+def tiny_conv(base, pool: str = "MaxPool") -> tuple[str, str]:
+    """A 1x8x8 conv net (Conv 3x3 pad 1, ReLU, ``pool`` 2x2, Conv 2x2 stride 2, ReLU, Gemm) and an
     L-inf box of radius 0.05 on which a channel of each convolution is dead."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -79,7 +79,7 @@ def tiny_conv(base) -> tuple[str, str]:
              "wd": rng.normal(size=(3, 16)).astype(np.float32), "bd": np.zeros(3, np.float32)}
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node(pool, ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Flatten", ["r2"], ["f"]),
              helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1)]
@@ -88,7 +88,7 @@ def tiny_conv(base) -> tuple[str, str]:
                           initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
-    path = os.path.join(base, "tiny_conv.onnx")
+    path = os.path.join(base, f"tiny_conv_{pool}.onnx")
     onnx.save(m, path)
     centre = np.random.default_rng(2).uniform(0.3, 0.7, 64)
     box = os.path.join(base, "tiny_conv_box.json")

@@ -3,6 +3,7 @@ semantics, the conv layout of the IR, the writers' conv form and the kernel's fo
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -376,29 +377,9 @@ def test_points_in_a_wide_box_are_drawn_in_bulk_and_stay_inside():
 # end to end: compress, certify, recheck, and a hostile edit of the emitted conv
 # ---------------------------------------------------------------------------
 def _small_pool_net(tmp_path, pool: str):
-    rng = np.random.default_rng(11)
-    conv, inits = _conv_node(rng, 1, 3, (3, 3), 1, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    inits["b"] = np.array([0.4, -2.5, 0.1], np.float32)  # channel 1 dead on the box below
-    c2 = helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], kernel_shape=[2, 2], strides=[2, 2])
-    inits.update(w2=rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
-                 b2=np.array([0.2, -3.0, 0.0, 0.5], np.float32),
-                 wd=rng.normal(size=(3, 4 * 2 * 2)).astype(np.float32), bd=np.zeros(3, np.float32))
-    nodes = [conv, helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node(pool, ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             c2, helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Flatten", ["r2"], ["f"]),
-             helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1)]
-    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
-                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    path = tmp_path / f"{pool}.onnx"
-    onnx.save(m, path)
-    centre = np.random.default_rng(2).uniform(0.3, 0.7, 64)
-    box = tmp_path / "box.json"
-    box.write_text(__import__("json").dumps({"lower": (centre - 0.05).tolist(),
-                                             "upper": (centre + 0.05).tolist()}))
-    return path, box
+    from kernel_cases import tiny_conv  # the mutation campaign's conv net, with either pool
+    path, box = tiny_conv(str(tmp_path), pool=pool)
+    return Path(path), Path(box)
 
 
 @pytest.mark.parametrize("pool", ["AveragePool", "MaxPool"])
