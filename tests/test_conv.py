@@ -155,6 +155,7 @@ POOLS = [
     ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
     ("MaxPool", dict(kernel_shape=[2, 2], strides=[1, 1], dilations=[2, 2])),
     ("MaxPool", dict(kernel_shape=[3], strides=[2])),
+    ("MaxPool", dict(kernel_shape=[1, 1], strides=[2, 2])),                          # a selection
     ("GlobalAveragePool", {}),
     ("GlobalMaxPool", {}),
 ]
@@ -170,10 +171,12 @@ def test_pools_match_onnxruntime(op, attrs):
     model = _model([conv, helper.make_node("Relu", ["c"], ["r"]),
                     helper.make_node(op, ["r"], ["p"], **attrs), _flat_out("p")], inits, in_shape)
     g = _agree(model, in_shape, points=8)
-    if op.endswith("MaxPool"):
+    pool_relus = [n for n, _ in g.relus() if "/max" in n]
+    if op.endswith("MaxPool") and int(np.prod(attrs.get("kernel_shape", [2]))) > 1:
         # max(a, b) = b + relu(a - b): the pool's ReLU units are neurons named after the node
-        pool_relus = [n for n, _ in g.relus() if "/max" in n]
         assert pool_relus
+    else:  # a 1x1 window is a selection; an average has no ReLU
+        assert not pool_relus
     # the emitted file (conv form, pools as exact Gemm/Relu/Add) runs and agrees
     emitted = to_onnx_model(g)
     assert check_emitted_onnx(emitted.SerializeToString()) == (True, "")

@@ -311,7 +311,9 @@ def _max_pool(t, node, ins, attrs, *, is_global: bool):
         raise t.error(f"{op} of a constant is not supported", UnsupportedOp)
     C, hw_in, hw_out, ks, i, j, inside, out_shape = _pool_setup(t, x, attrs, op,
                                                                is_global=is_global)
-    if inside.all():  # no window reads the (-inf) padding: every level is a convolution
+    if inside.all() and ks[0] * ks[1] > 1:
+        # no window reads the (-inf) padding: every level is a convolution (a 1x1 window has no
+        # level: it is the selection below)
         nsp = len(x.shape) - 2
         if is_global:
             geom = ((1, 1), (1, 1), (0, 0))
