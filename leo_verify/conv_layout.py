@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["conv_matrix", "ConvLayout", "emit_plan"]
 
 
-def _positions(hw_in, hw_out, kernel, strides, dilations, begin):
+def window_positions(hw_in, hw_out, kernel, strides, dilations, begin):
     """Input row/column of every (output position, kernel offset), shape (Ho, Wo, kh, kw),
     and the mask of those inside the input (the others read the zero padding)."""
     (Ho, Wo), (kh, kw) = hw_out, kernel
@@ -46,7 +46,7 @@ def conv_matrix(weight: np.ndarray, hw_in: tuple, hw_out: tuple, strides, dilati
     m_out, cg, kh, kw = weight.shape
     H, W = hw_in
     Ho, Wo = hw_out
-    i, j, inside = _positions(hw_in, hw_out, (kh, kw), strides, dilations, begin)
+    i, j, inside = window_positions(hw_in, hw_out, (kh, kw), strides, dilations, begin)
     M = np.zeros((m_out * Ho * Wo, cg * groups * H * W))
     pos = np.broadcast_to((np.arange(Ho)[:, None] * Wo + np.arange(Wo)[None, :])[:, :, None, None],
                           i.shape)[inside]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...conv_layout import _positions as _windows, conv_matrix, ConvLayout
+from ...conv_layout import conv_matrix, ConvLayout, window_positions
 from ...errors import UnsupportedOp
 from ...graph import neuron_id, Relu
 from .nodes import _add_values, _exact_division
@@ -232,6 +232,8 @@ def _op_pad(t, node, ins, attrs):
 # pools
 # ---------------------------------------------------------------------------
 def _pool_setup(t, x, attrs, op: str, *, is_global: bool):
+    """Channels, spatial dims in/out, the 2-D kernel, its geometry ``(strides, dilations,
+    begin)``, the window positions ``(i, j, inside)`` and the output shape of a pool."""
     C, hw_in = _spatial(t, x, op)
     nsp = len(x.shape) - 2
     if is_global:
@@ -244,10 +246,10 @@ def _pool_setup(t, x, attrs, op: str, *, is_global: bool):
         strides, dilations, begin, hw_out = _geometry(t, attrs, hw_in, nsp, ks[2 - nsp:], pool=True)
     # a hostile kernel_shape (an attribute: no tensor bounds it) must not allocate the windows
     _need_dense(hw_out[0] * hw_out[1], ks[0] * ks[1], f"the {op} windows")
-    i, j, inside = _windows(hw_in, hw_out, ks, strides, dilations, begin)
+    i, j, inside = window_positions(hw_in, hw_out, ks, strides, dilations, begin)
     out_shape = (1, C) + tuple(hw_out[2 - nsp:])
     _need_value(out_shape, f"the {op} output")
-    return C, hw_in, hw_out, ks, i, j, inside, out_shape
+    return C, hw_in, hw_out, ks, (strides, dilations, begin), i, j, inside, out_shape
 
 
 def _window_lists(C, hw_in, hw_out, i, j, inside):
@@ -261,8 +263,8 @@ def _window_lists(C, hw_in, hw_out, i, j, inside):
 def _avg_pool(t, node, ins, attrs, *, is_global: bool):
     x = ins[0]
     op = "GlobalAveragePool" if is_global else "AveragePool"
-    C, hw_in, hw_out, ks, i, j, inside, out_shape = _pool_setup(t, x, attrs, op,
-                                                               is_global=is_global)
+    C, hw_in, hw_out, ks, geom, i, j, inside, out_shape = _pool_setup(t, x, attrs, op,
+                                                                     is_global=is_global)
     windows = _window_lists(C, hw_in, hw_out, i, j, inside)
     full = ks[0] * ks[1]
     include_pad = bool(attrs.get("count_include_pad", 0)) and not is_global
@@ -277,10 +279,8 @@ def _avg_pool(t, node, ins, attrs, *, is_global: bool):
         # with weights 1/k (pads read zeros), emitted as a Conv
         _need_dense(n, x.size, f"this {op} (unrolled)")
         w4 = np.full((C, 1) + tuple(ks), 1.0 / full)
-        nsp = len(x.shape) - 2
-        strides, dilations, begin, _ = _geometry(t, attrs, hw_in, nsp, ks[2 - nsp:], pool=True)
-        return [_apply_conv(t, x, w4, np.zeros(C), (C,) + tuple(hw_in), hw_out, strides,
-                            dilations, begin, C, nsp, out_shape)]
+        return [_apply_conv(t, x, w4, np.zeros(C), (C,) + tuple(hw_in), hw_out, *geom, C,
+                            len(x.shape) - 2, out_shape)]
     _need_dense(n, x.size, f"this {op} (unrolled)")
     S = np.zeros((n, x.size))
     for r, w in enumerate(windows):
@@ -309,17 +309,12 @@ def _max_pool(t, node, ins, attrs, *, is_global: bool):
         raise t.error(f"storage_order {attrs['storage_order']} is not 0 or 1")
     if _is_const(x):
         raise t.error(f"{op} of a constant is not supported", UnsupportedOp)
-    C, hw_in, hw_out, ks, i, j, inside, out_shape = _pool_setup(t, x, attrs, op,
-                                                               is_global=is_global)
+    C, hw_in, hw_out, ks, geom, i, j, inside, out_shape = _pool_setup(t, x, attrs, op,
+                                                                     is_global=is_global)
     if inside.all() and ks[0] * ks[1] > 1:
         # no window reads the (-inf) padding: every level is a convolution (a 1x1 window has no
         # level: it is the selection below)
-        nsp = len(x.shape) - 2
-        if is_global:
-            geom = ((1, 1), (1, 1), (0, 0))
-        else:
-            geom = _geometry(t, attrs, hw_in, nsp, ks[2 - nsp:], pool=True)[:3]
-        return [_max_tree_conv(t, x, C, hw_in, hw_out, ks, geom, nsp, out_shape)]
+        return [_max_tree_conv(t, x, C, hw_in, hw_out, ks, geom, len(x.shape) - 2, out_shape)]
     cands = [list(w) for w in _window_lists(C, hw_in, hw_out, i, j, inside)]
     if any(not c for c in cands):  # pragma: no cover - pads < kernel keep windows non-empty
         raise t.error(f"{op} has an empty window")
