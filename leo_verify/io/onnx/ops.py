@@ -172,35 +172,30 @@ def _op_concat(t, node, ins, attrs):
 
 
 def _op_gather(t, node, ins, attrs):
-    if not _is_const(ins[1]):
+    x, idx = ins[0], ins[1]
+    if not _is_const(idx):
         raise t.error("Gather with network values as indices is not supported", UnsupportedOp)
-    if not _is_const(ins[0]):  # constant indices into a network value: a row selection
-        x, idx = ins[0], ins[1]
-        if idx.dtype.kind not in "iu":
-            raise t.error(f"Gather indices have dtype {idx.dtype}, expected integers")
-        r = len(x.shape)
-        axis = int(attrs.get("axis", 0))
-        if not -r <= axis < r:
-            raise t.error(f"axis {axis} is out of range for rank {r}")
-        axis %= r
-        n = int(x.shape[axis])
-        k = idx.astype(np.int64)
-        if np.any((k < -n) | (k >= n)):
-            bad = int(k[(k < -n) | (k >= n)].ravel()[0])
-            raise t.error(f"Gather index {bad} is out of range for an axis of size {n}")
-        k = np.where(k < 0, k + n, k)
-        shape = tuple(x.shape[:axis]) + tuple(k.shape) + tuple(x.shape[axis + 1:])
-        _need_value(shape, "the Gather result")
-        sel = np.take(np.arange(x.size).reshape(x.shape), k, axis=axis)
-        return [t.apply(x, _Lin(shape, select=sel.ravel()))]
-    if ins[1].dtype.kind not in "iu":
-        raise t.error(f"Gather indices have dtype {ins[1].dtype}, expected integers")
+    if idx.dtype.kind not in "iu":
+        raise t.error(f"Gather indices have dtype {idx.dtype}, expected integers")
+    r = len(x.shape)
     axis = int(attrs.get("axis", 0))
-    if not -ins[0].ndim <= axis < ins[0].ndim:
-        raise t.error(f"axis {axis} is out of range for rank {ins[0].ndim}")
-    rest = ins[0].shape[:axis % ins[0].ndim] + ins[0].shape[axis % ins[0].ndim + 1:]
-    _need_const(ins[1].shape + rest, "the result of this Gather")
-    return [np.take(ins[0], ins[1].astype(np.int64), axis=int(attrs.get("axis", 0)))]
+    if not -r <= axis < r:
+        raise t.error(f"axis {axis} is out of range for rank {r}")
+    axis %= r
+    n = int(x.shape[axis])
+    k = idx.astype(np.int64)
+    if np.any((k < -n) | (k >= n)):
+        bad = int(k[(k < -n) | (k >= n)].ravel()[0])
+        raise t.error(f"Gather index {bad} is out of range for an axis of size {n}")
+    k = np.where(k < 0, k + n, k)
+    shape = tuple(x.shape[:axis]) + tuple(k.shape) + tuple(x.shape[axis + 1:])
+    if _is_const(x):
+        _need_const(shape, "the result of this Gather")
+        return [np.take(x, k, axis=axis)]
+    # constant indices into a network value: a row selection
+    _need_value(shape, "the Gather result")
+    sel = np.take(np.arange(x.size).reshape(x.shape), k, axis=axis)
+    return [t.apply(x, _Lin(shape, select=sel.ravel()))]
 
 
 def _op_relu(t, node, ins, attrs):
@@ -490,14 +485,13 @@ def _op_batchnorm(t, node, ins, attrs):
     if _is_const(x):
         return [(t.as_float(x, "BatchNormalization input").ravel() * s_full
                  + t_full).reshape(x.shape)]
+    _need_dense(x.size, x.size, "BatchNormalization")
     if len(x.shape) in (3, 4) and x.shape[0] == 1:
         # on feature maps: a 1x1 convolution with one group per channel (kept in conv form)
-        _need_dense(x.size, x.size, "BatchNormalization")
         hw = tuple(int(d) for d in x.shape[2:])
         hw = (1,) + hw if len(hw) == 1 else hw
         return [_apply_conv(t, x, scale.reshape(C, 1, 1, 1), shift, (C,) + hw, hw, (1, 1), (1, 1),
                             (0, 0), C, len(x.shape) - 2, tuple(x.shape))]
-    _need_dense(x.size, x.size, "BatchNormalization")
     return [t.apply(x, _Lin(x.shape, matrix=np.diag(s_full), offset=t_full))]
 
 
