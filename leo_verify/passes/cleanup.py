@@ -37,10 +37,6 @@ def _is_identity(op) -> bool:
         w[i, j] == (1 if i == j else 0) for i in range(op.size) for j in range(op.size))
 
 
-def _params(op) -> int:
-    return op.parameters
-
-
 def cleanup(graph: Graph, stable: Mapping[str, str] | None = None, *, exact: bool = True
             ) -> tuple[Graph, list[dict]]:
     """Empty layers, constants, identities, affine pairs (exact mode), dead code.
@@ -70,7 +66,7 @@ def cleanup(graph: Graph, stable: Mapping[str, str] | None = None, *, exact: boo
             a, b = g.op(first), g.op(name)
             if a.kind != "affine" or g.users(first) != [name] or is_constant(g, first):
                 continue
-            if b.size * (a.in_size + 1) > _params(a) + _params(b):
+            if b.size * (a.in_size + 1) > a.parameters + b.parameters:
                 continue
             wa, ba = weights(a, exact=True)
             wb, bb = weights(b, exact=True)

@@ -8,8 +8,8 @@ function on the domain.  Deletion is exact in either mode.
 Handled: ReLU layers whose users are all affine nodes, whatever feeds them
 (a private affine loses rows; a shared affine or a residual add is narrowed
 by :func:`restrict_feeder`).  A layer read by a convolution loses whole input channels only
-(units of a channel that is only partly inactive stay), so the convolution keeps its form.  Skipped (logged ``kept``): layers with an add
-or the output among their users -- an add needs every coordinate, and
+(units of a channel that is only partly inactive stay, logged), so the convolution keeps its
+form.  Skipped (logged ``kept``): layers with an add or the output among their users -- an add needs every coordinate, and
 dropping there would need a scatter affine that costs more than the unit.
 A layer may lose all its units; :mod:`.cleanup` then turns its users into
 constants (in the runner, :mod:`.collapse` sees such layers first).
@@ -31,7 +31,7 @@ def _whole_channels(g: Graph, users: list, dead: list) -> tuple[list, list]:
     whole input channels (and, with ``group > 1``, none), so a dead unit goes only when every
     unit of its channel, in every convolution user, is dead too."""
     dead_set = set(dead)
-    ok = set(dead)
+    droppable = set(dead)
     for u in users:
         lay = g.op(u).layout
         if lay is None:
@@ -40,14 +40,13 @@ def _whole_channels(g: Graph, users: list, dead: list) -> tuple[list, list]:
             return [], list(dead)
         hw = lay.in_shape[1] * lay.in_shape[2]
         chan = np.where(lay.cols >= 0, lay.cols // hw, -1)
-        for c in np.unique(chan[list(dead)]) if dead else ():
+        for c in np.unique(chan[dead]):
             if c < 0:
                 continue
-            members = np.nonzero(chan == c)[0]
-            if not all(int(m) in dead_set for m in members):
-                ok -= {int(m) for m in members}
-    keep = sorted(ok)
-    return keep, sorted(dead_set - ok)
+            members = {int(m) for m in np.nonzero(chan == c)[0]}
+            if not members <= dead_set:
+                droppable -= members
+    return sorted(droppable), sorted(dead_set - droppable)
 
 
 def drop_inactive(graph: Graph, stable: Mapping[str, str], *, exact: bool = True
