@@ -125,9 +125,12 @@ class ConvLayout:
     @property
     def parameters(self) -> int:
         """Parameters of the convolution the writers emit: the kernels of the output channels
-        that still have a row (of the input channels still read when ``groups == 1``), biases."""
-        m = len(self.row_channels())
-        c = len(self.col_channels()) if self.groups == 1 else self.kernel.shape[1]
+        that still have a row and of the input channels still read (with ``groups > 1`` the
+        writers keep every channel: :func:`emit_plan`), biases."""
+        if self.groups == 1:
+            m, c = len(self.row_channels()), len(self.col_channels())
+        else:
+            m, c = self.out_channels, self.kernel.shape[1]
         return m * c * self.kernel.shape[2] * self.kernel.shape[3] + m
 
     def row_channels(self) -> np.ndarray:
