@@ -148,10 +148,7 @@ def ort_outputs(path: str, x: np.ndarray) -> np.ndarray:
 def agreement(model: str, out: str, domain: str, n: int = 10_000) -> dict:
     from leo_verify.domain import parse_union
     from leo_verify.io.onnx import load_onnx
-    size = load_onnx(model).input_size
-    union = parse_union([domain], n=size)
-    boxes = list(union.boxes) if hasattr(union, "boxes") else [union]
-    box = boxes[0]
+    (box,) = parse_union([domain], n=load_onnx(model).input_size).boxes  # every row: one box
     lo, hi = np.asarray(box.lower, dtype=np.float64), np.asarray(box.upper, dtype=np.float64)
     x = sample_region(lo, hi, n)
     a = ort_outputs(model, x)
