@@ -150,8 +150,8 @@ class ReluBranchAndBound:
             worst = min(k[1] for k in kids)
             if best is None or worst > best[0]:
                 best = (worst, nid, kids)
-            if worst >= 0:
-                break
+            if worst >= 0 or time.monotonic() > self.deadline:
+                break  # (past the deadline the children give up at once: stop scoring)
         if best is None:
             self.reason = "no unit left to branch on"
             return None

@@ -1,12 +1,15 @@
 """Prove one layer's claims by splitting the input box, each piece bounded by exact CROWN.
 
 The float analysis proves deep ACAS Xu claims this way (``analysis/split.py``);
-here every piece that settles a claim is bounded *exactly*
-(:func:`~.crown.crown_bounds`), so the proof is a tree of boxes and nothing
+here every piece is bounded *exactly* (:func:`~.crown.crown_bounds_many`, the
+pieces of a round in one batch), so the proof is a tree of boxes and nothing
 else: a re-checker follows the splits and recomputes the bound wherever the
 tree says a claim is settled
-(:func:`leo_verify.kernel.claims.check_crown_tree`).  Float CROWN (rigorous, but float) only steers:
-it says where exact bounds are worth computing and which pieces are hopeless.
+(:func:`leo_verify.kernel.claims.check_crown_tree`).  The exact bound also
+steers: a claim it shows false on a piece is dropped; floats only choose the
+dimension to cut (ReluVal's smear).  Float CROWN used to filter the pieces
+worth an exact bound; since exact bounds run in batches that filter cost more
+than it saved (ACAS Xu 1_1/prop_1: 21.0 s with it, 20.2 s without).
 
 Semantics of a tree: a node is a box; ``settles`` lists the claims the exact
 bound proves on that box; ``split`` halves the box at ``at`` (a float, so the
@@ -30,46 +33,37 @@ from ..domain import Box
 from ..graph import Graph
 from ..analysis.split import smear_dim
 from ..kernel.claims import holds as _holds
-from ..kernel.crown import crown_bounds
+from ..kernel.crown import crown_bounds_many
 from ..kernel.exact import fraction_str
 
 __all__ = ["prove_layer_by_pieces", "PiecePool", "ROUND"]
 
 
-def _settled(bounds, pre: str, rows: Mapping, pending) -> set:
-    lo, hi = bounds[pre]
+def _settled(bounds, rows: Mapping, pending) -> set:
+    """Claims the exact bound ``(lo, hi)`` of the piece proves."""
+    lo, hi = bounds
     return {nid for nid in pending if _holds(rows[nid][1], lo.fraction(rows[nid][0]), hi.fraction(rows[nid][0]))}
 
 
-def _float_known(graph: Graph, lemmas: Mapping, phase: Mapping) -> dict:
-    """Whole-box facts as float bounds for the steering analysis (not a proof)."""
-    known = {}
-    for name, (lo, hi) in lemmas.items():
-        known[name] = (lo.floats() - 1e-12, hi.floats() + 1e-12)
-    for relu, op in graph.relus():
-        pre = graph.args(relu)[0]
-        n = graph.size_of(pre)
-        lo, hi = known.get(pre, (np.full(n, -np.inf), np.full(n, np.inf)))
-        lo, hi = lo.copy(), hi.copy()
-        for i, nid in enumerate(op.neurons):
-            if phase.get(nid) == "active":
-                lo[i] = max(lo[i], 0.0)
-            elif phase.get(nid) == "inactive":
-                hi[i] = min(hi[i], 0.0)
-        known[pre] = (lo, hi)
-    return known
+def _refuted(bounds, rows: Mapping, pending) -> set:
+    """Claims the exact bound shows *false* everywhere on the piece (hence on the box)."""
+    lo, hi = bounds
+    return {nid for nid in pending if (lo.fraction(rows[nid][0]) > 0 if rows[nid][1] == "inactive"
+                                       else hi.fraction(rows[nid][0]) < 0)}
 
 
-#: pieces per round: the float steering of a round runs first, then its exact bounds (on the
-#: pool when there is one), then its splits.  Fixed, so the tree does not depend on the workers.
+#: pieces per round: a round's exact bounds run as one batch (split among the pool's workers
+#: when there is one), then its splits.  Fixed, so the tree does not depend on the workers.
 ROUND = 16
 
 
-def exact_piece(graph: Graph, lo, hi, lemmas: Mapping, phase: Mapping, pre: str, rows) -> tuple:
-    """Exact CROWN bounds of ``pre`` on the piece ``[lo, hi]`` for ``rows`` (a worker's task)."""
-    b = crown_bounds(graph, (list(map(Fraction, lo)), list(map(Fraction, hi))), lemmas=lemmas, phase=phase,
-                     upto=pre, target_rows=rows)
-    return b[pre]
+def exact_pieces(graph: Graph, boxes: list, lemmas: Mapping, phase: Mapping, pre: str, rows: list) -> list:
+    """Exact CROWN bounds ``(lo, hi)`` of ``pre`` on each piece ``(lo, hi)`` of ``boxes``,
+    for that piece's ``rows`` (a worker's task: one batch, :func:`crown_bounds_many`)."""
+    b = crown_bounds_many(graph, [(list(map(Fraction, lo)), list(map(Fraction, hi))) for lo, hi in boxes],
+                          lemmas=lemmas, phase=phase, upto=pre, target_rows=rows)
+    lo, hi = b[pre]
+    return [(lo[p], hi[p]) for p in range(len(boxes))]
 
 
 #: exact pieces computed in-process before the pool starts
@@ -85,19 +79,22 @@ class PiecePool:
         self.graph, self.workers, self.pool = graph, int(workers), None
         self.inline = 0
 
-    def map(self, tasks: list) -> list:
+    def map(self, boxes: list, lemmas: Mapping, phase: Mapping, pre: str, rows: list) -> list:
+        """:func:`exact_pieces` of a round, in one batch per worker."""
         if self.pool is None and self.inline < POOL_AFTER:
             # the first pieces run here: starting the processes costs ~1 s (measured: ACAS Xu
             # 1_1/prop_4, 99 exact pieces, 3.1 s inline vs 3.8 s with a pool from the start)
-            self.inline += len(tasks)
-            return [exact_piece(self.graph, *t) for t in tasks]
+            self.inline += len(boxes)
+            return exact_pieces(self.graph, boxes, lemmas, phase, pre, rows)
         if self.pool is None:
             import concurrent.futures as cf
             import multiprocessing as mp
             self.pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
                                                initializer=_init_worker, initargs=(self.graph,))
-        futures = [self.pool.submit(_worker_piece, *t) for t in tasks]
-        return [f.result() for f in futures]
+        step = -(-len(boxes) // self.workers)
+        futures = [self.pool.submit(_worker_pieces, boxes[i:i + step], lemmas, phase, pre, rows[i:i + step])
+                   for i in range(0, len(boxes), step)]
+        return [r for f in futures for r in f.result()]
 
     def close(self) -> None:
         if self.pool is not None:
@@ -112,8 +109,8 @@ def _init_worker(graph: Graph) -> None:
     _W["graph"] = graph
 
 
-def _worker_piece(lo, hi, lemmas, phase, pre, rows):
-    return exact_piece(_W["graph"], lo, hi, lemmas, phase, pre, rows)
+def _worker_pieces(boxes, lemmas, phase, pre, rows):
+    return exact_pieces(_W["graph"], boxes, lemmas, phase, pre, rows)
 
 
 def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str, tuple[int, str]], *,
@@ -124,15 +121,13 @@ def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str,
 
     Returns ``(tree, proven, stats)``.  Breadth first, so the budget is spread
     over all claims rather than spent on the hardest; a claim some piece shows
-    to be *false* everywhere on it (rigorous float bound of the other sign) is
-    dropped at once.  After ``interlude_at`` pieces, ``interlude`` is called
+    to be *false* everywhere on it (exact bound of the other sign) is dropped at
+    once.  After ``interlude_at`` pieces, ``interlude`` is called
     once with the claims still open and returns those it proved by other
     means; the pieces stop working on them (``stats["elsewhere"]``).  Pieces go
     in rounds of :data:`ROUND`; with a ``pool`` a round's exact bounds run in
     parallel (same tree).
     """
-    from ..analysis.bounds import compute_bounds
-    known = _float_known(graph, lemmas, phase)
     root: dict = {}
     queue = deque([(root, box.lower.astype(np.float64), box.upper.astype(np.float64), set(claims))])
     refuted: set = set()
@@ -154,29 +149,20 @@ def prove_layer_by_pieces(graph: Graph, box: Box, pre: str, claims: Mapping[str,
                 unfinished |= pending
                 continue
             pieces += 1
-            fb = compute_bounds(graph, Box(lo, hi, source="piece"), known=known, upto=pre)[pre]
-            hopeful = set()
-            for nid in pending:
-                row, claim = claims[nid]
-                flo, fhi = fb[0][row], fb[1][row]
-                if (flo > 0.0) if claim == "inactive" else (fhi < 0.0):
-                    refuted.add(nid)
-                elif (fhi <= 1e-9) if claim == "inactive" else (flo >= -1e-9):
-                    hopeful.add(nid)
-            batch.append((node, lo, hi, pending, hopeful))
-        # the kernel recomputes only the rows a node settles: each row's bound is the same
-        # whichever others are computed, so the hopeful rows are all we need here
-        tasks = [(lo.tolist(), hi.tolist(), lemmas, phase, pre, sorted({claims[n][0] for n in hopeful}))
-                 for _, lo, hi, _, hopeful in batch if hopeful]
-        exact_calls += len(tasks)
-        results = iter(pool.map(tasks) if pool is not None and len(tasks) > 1
-                       else [exact_piece(graph, *t) for t in tasks])
-        for node, lo, hi, pending, hopeful in batch:
-            if hopeful:
-                got = _settled({pre: next(results)}, pre, claims, hopeful)
-                if got:
-                    node["settles"] = sorted(got)
-                pending = pending - got
+            batch.append((node, lo, hi, pending))
+        # each row's bound is the same whichever others are computed (the kernel recomputes
+        # only the rows a node settles), so a piece computes the rows of its pending claims
+        exact_calls += len(batch)
+        args = ([(lo.tolist(), hi.tolist()) for _, lo, hi, _ in batch], lemmas, phase, pre,
+                [sorted({claims[n][0] for n in pending}) for *_, pending in batch])
+        results = (pool.map(*args) if pool is not None and len(batch) > 1 else exact_pieces(graph, *args)) \
+            if batch else []
+        for (node, lo, hi, pending), bounds in zip(batch, results):
+            got = _settled(bounds, claims, pending)
+            if got:
+                node["settles"] = sorted(got)
+            pending = pending - got
+            refuted |= _refuted(bounds, claims, pending)
             pending -= refuted | elsewhere
             if not pending:
                 continue

@@ -174,6 +174,10 @@ def check_split_tree(graph: Graph, tree: dict, box: tuple, lemmas: Mapping, phas
     return True
 
 
+#: settle nodes of a piece tree whose exact bounds are computed in one batch
+CROWN_BATCH = 32
+
+
 def check_crown_tree(graph: Graph, box: tuple, tree: dict, pre: str, claims: Mapping[str, tuple[int, str]], *,
                      lemmas: Mapping, phase: Mapping) -> set:
     """The subset of ``claims`` (neuron -> (row of ``pre``, direction)) a piece tree proves on ``box``.
@@ -181,38 +185,49 @@ def check_crown_tree(graph: Graph, box: tuple, tree: dict, pre: str, claims: Map
     A node's ``settles`` names neurons; the exact CROWN bound of the node's
     piece must show each one's claim *in the direction given here* (never one
     taken from the tree).  A cut ``at`` must lie strictly inside the piece.
+    The tree is walked level by level; the settle nodes of a level are bounded
+    in batches (:func:`~.crown.crown_bounds_many`: each row exactly its piece's bound).
     """
-    from .crown import crown_bounds
+    from .crown import crown_bounds_many
     uncovered: set = set()
-    stack, seen = [(tree, list(box[0]), list(box[1]), set(claims))], 0
-    while stack:
-        node, lo, hi, pending = stack.pop()
-        seen += 1
-        if seen > MAX_TREE_NODES or not isinstance(node, dict):
-            uncovered |= pending
-            continue
-        settles = node.get("settles", [])
-        settles = ({n for n in settles if isinstance(n, str)} & pending) if isinstance(settles, list) else set()
-        if settles:
-            b = crown_bounds(graph, (lo, hi), lemmas=lemmas, phase=phase, upto=pre,
-                             target_rows={claims[n][0] for n in settles})
+    level, seen = [(tree, list(box[0]), list(box[1]), set(claims))], 0
+    while level:
+        work = []
+        for entry in level:
+            node, lo, hi, pending = entry
+            seen += 1
+            if seen > MAX_TREE_NODES or not isinstance(node, dict):
+                uncovered |= pending
+                continue
+            settles = node.get("settles", [])
+            settles = ({n for n in settles if isinstance(n, str)} & pending) if isinstance(settles, list) else set()
+            work.append((node, lo, hi, pending, settles))
+        todo = [w for w in work if w[4]]
+        for start in range(0, len(todo), CROWN_BATCH):
+            chunk = todo[start:start + CROWN_BATCH]
+            b = crown_bounds_many(graph, [(lo, hi) for _, lo, hi, _, _ in chunk], lemmas=lemmas, phase=phase,
+                                  upto=pre, target_rows=[{claims[n][0] for n in st} for *_, st in chunk])
             blo, bhi = b[pre]
-            pending = pending - {n for n in settles
-                                 if holds(claims[n][1], blo.fraction(claims[n][0]), bhi.fraction(claims[n][0]))}
-        if not pending:
-            continue
-        split, kids = node.get("split"), node.get("children")
-        if not isinstance(split, dict) or not isinstance(kids, list) or len(kids) != 2:
-            uncovered |= pending
-            continue
-        d, at = split.get("dim"), _rat(split.get("at"))
-        if not isinstance(d, int) or isinstance(d, bool) or not (0 <= d < len(lo) and lo[d] < at < hi[d]):
-            uncovered |= pending
-            continue
-        hi1, lo2 = list(hi), list(lo)
-        hi1[d] = lo2[d] = at
-        stack.append((kids[0], lo, hi1, set(pending)))
-        stack.append((kids[1], lo2, hi, set(pending)))
+            for p, (_, _, _, pending, settles) in enumerate(chunk):
+                pending -= {n for n in settles
+                            if holds(claims[n][1], Fraction(int(blo.num[p, claims[n][0]]), blo.den),
+                                     Fraction(int(bhi.num[p, claims[n][0]]), bhi.den))}
+        level = []
+        for node, lo, hi, pending, _ in work:
+            if not pending:
+                continue
+            split, kids = node.get("split"), node.get("children")
+            if not isinstance(split, dict) or not isinstance(kids, list) or len(kids) != 2:
+                uncovered |= pending
+                continue
+            d, at = split.get("dim"), _rat(split.get("at"))
+            if not isinstance(d, int) or isinstance(d, bool) or not (0 <= d < len(lo) and lo[d] < at < hi[d]):
+                uncovered |= pending
+                continue
+            hi1, lo2 = list(hi), list(lo)
+            hi1[d] = lo2[d] = at
+            level.append((kids[0], lo, hi1, set(pending)))
+            level.append((kids[1], lo2, hi, set(pending)))
     return set(claims) - uncovered
 
 

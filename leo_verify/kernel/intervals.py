@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import UnsupportedOp
 from ..graph import Graph
-from .exact import Q
+from .exact import Q, int_matmul, limbs_of
 
 __all__ = ["INTERVAL_OPS", "node_bounds", "weights_q", "affine_q"]
 
@@ -67,22 +67,40 @@ def _to_grid(q: Q, *, up: bool) -> Q:
     return Q(num, 1 << GRID_BITS)
 
 
+def _transposed(op) -> tuple:
+    """``(W+^T, W-^T)`` numerators with their limbs, for a batch of bounds (cached on the op)."""
+    cached = op.__dict__.get("_iv_t")
+    if cached is None:
+        wp, wn, _ = weights_q(op)
+        cached = tuple((w.num.T.copy(), w.den, limbs_of(w.num.T, w.shape[1])) for w in (wp, wn))
+        object.__setattr__(op, "_iv_t", cached)
+    return cached
+
+
 def _iv_affine(op, name, args, ctx):
     lo, hi = args[0]
     wp, wn, b = weights_q(op)
-    return _round(wp @ lo + wn @ hi + b, wp @ hi + wn @ lo + b)
+    if lo.num.ndim == 1:
+        return _round(wp @ lo + wn @ hi + b, wp @ hi + wn @ lo + b)
+    # a batch of pieces, one per row: the same exact products, transposed
+    (pt, pden, plimbs), (nt, nden, nlimbs) = _transposed(op)
+
+    def mul(x, w, den, lim):
+        return Q(int_matmul(x.num, w, b_limbs=lim), x.den * den)
+    return _round(mul(lo, pt, pden, plimbs) + mul(hi, nt, nden, nlimbs) + b,
+                  mul(hi, pt, pden, plimbs) + mul(lo, nt, nden, nlimbs) + b)
 
 
 def _iv_relu(op, name, args, ctx):
     lo, hi = args[0]
-    zero = Q.zeros(len(lo))
+    zero = Q.zeros(lo.shape)
     olo, ohi = lo.maximum(zero), hi.maximum(zero)
     phase = ctx["phase"]
     if any(nid in phase for nid in op.neurons):
         lonum, hinum = olo.num.copy(), ohi.num.copy()
         for i, nid in enumerate(op.neurons):
             if phase.get(nid) == "inactive":
-                lonum[i] = hinum[i] = 0
+                lonum[..., i] = hinum[..., i] = 0
         olo, ohi = Q(lonum, olo.den), Q(hinum, ohi.den)
     return olo, ohi
 
@@ -111,12 +129,11 @@ def _clip_phase(graph: Graph, name: str, lo: Q, hi: Q, phase: Mapping) -> tuple[
     for u in users:
         for i, nid in enumerate(graph.op(u).neurons):
             p = phase.get(nid)
-            if p == "active" and lonum[i] < 0:
-                lonum[i] = 0
-            elif p == "inactive" and hinum[i] > 0:
-                hinum[i] = 0
-    if lo.den != hi.den:
-        return Q(lonum, lo.den), Q(hinum, hi.den)
+            # ``[..., i]``: unit i of one bound vector, or of every piece of a batch (rows)
+            if p == "active":
+                lonum[..., i] = np.where(lonum[..., i] < 0, 0, lonum[..., i])
+            elif p == "inactive":
+                hinum[..., i] = np.where(hinum[..., i] > 0, 0, hinum[..., i])
     return Q(lonum, lo.den), Q(hinum, hi.den)
 
 
@@ -127,7 +144,9 @@ def node_bounds(graph: Graph, box: tuple, *, lemmas: Mapping | None = None,
 
     Parameters
     ----------
-    box : ``(lo, hi)`` sequences of rationals (floats are taken exactly).
+    box : ``(lo, hi)`` sequences of rationals (floats are taken exactly); or a batch of
+        boxes, ``(lo, hi)`` lists of rows, one per box: every bound is then a matrix
+        with one row per box (each row exactly what that box alone gives).
     lemmas : node -> (lo Q, hi Q) proven bounds, intersected in.
     phase : neuron id -> ``"active"`` | ``"inactive"``.
     upto : stop after this node.
