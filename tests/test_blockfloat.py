@@ -63,20 +63,23 @@ def test_floor_shift_wide_digits_are_exact_too(case):
     _check_floor(*case, tight=False)  # its bound sums |parts|: looser under cancellation
 
 
-@given(st.integers(1, 3), st.integers(1, 70), st.data())
+@given(st.integers(1, 3), st.integers(1, 70) | st.sampled_from([784, 3000]), st.integers(0, 2 ** 32),
+       st.sampled_from([8, 38, 61]))
 @SETTINGS
-def test_dot_products_are_exact(r, n, data):
-    pa, bits = plan(n)
-    mant = st.integers(-(1 << (pa - 1)), 1 << (pa - 1))
-    m = np.array(data.draw(st.lists(mant, min_size=r * n, max_size=r * n)), dtype=np.int64).reshape(r, n)
-    big = st.integers(-(1 << 200), 1 << 200) | st.integers(-5, 5)
-    v = np.array(data.draw(st.lists(big, min_size=n, max_size=n)), dtype=object)
-    want = [sum(int(m[i, j]) * int(v[j]) for j in range(n)) for i in range(r)]
-    assert list(dot_exact(m, v)) == want
-    vs = np.array(data.draw(st.lists(big, min_size=2 * n, max_size=2 * n)), dtype=object).reshape(2, n)
-    which = np.array(data.draw(st.lists(st.integers(0, 1), min_size=r, max_size=r)), dtype=np.int64)
+def test_dot_products_are_exact(r, n, seed, mbits):
+    # any int64 mantissas (wider ones than the plan are cut into chunks), any inner dimension
+    import random
+    rnd = random.Random(seed)
+    m = np.array([[rnd.randint(-(1 << mbits), 1 << mbits) for _ in range(n)] for _ in range(r)], dtype=np.int64)
+    m[0, 0] = rnd.choice([1 << mbits, -(1 << mbits)])  # the extremes too
+    vbits = rnd.choice([3, 60, 200])
+    vs = np.array([[rnd.randint(-(1 << vbits), 1 << vbits) for _ in range(n)] for _ in range(2)], dtype=object)
+    want = [[sum(int(m[i, j]) * int(vs[w, j]) for j in range(n)) for i in range(r)] for w in (0, 1)]
+    assert list(dot_exact(m, vs[0])) == want[0]
+    _, bits = plan(n)
+    which = np.array([rnd.randint(0, 1) for _ in range(r)], dtype=np.int64)
     got = rowdot_exact(m, limbs(vs, bits), which, bits)
-    assert list(got) == [sum(int(m[i, j]) * int(vs[which[i], j]) for j in range(n)) for i in range(r)]
+    assert list(got) == [want[which[i]][i] for i in range(r)]
 
 
 def test_wide_limbs_with_long_mantissas_are_refused():

@@ -7,6 +7,8 @@ and multiplied by ``m`` with float64 BLAS, where every partial sum is an
 integer below ``2^53`` (``|m| <= 2^(pa-1)``, ``|limb| < 2^L``, inner
 dimension ``n <= 2^bitlen(n)``, and ``pa - 1 + L + bitlen(n) <= 52``), so the
 float result *is* the integer, in any summation order, with or without FMA.
+The dot products cut wider mantissas into chunks that satisfy the same bound
+(:func:`_chunks`); the matrix product refuses them.
 Limb products are recombined either into Python ints (vectors) or, for
 matrices, straight into a rounded-down int64 mantissa (:func:`floor_shift`):
 the result is rounded *down*, never to nearest, and the caller charges the
@@ -126,41 +128,60 @@ def _floor_shift_wide(parts: list, carry: list, bits: int, pa: int) -> tuple:
     return m, s, rest, bits
 
 
+def _chunks(m: np.ndarray, n: int, bits: int) -> list:
+    """``m`` (int64) as ``[(c, shift)]`` with ``m = sum c 2^shift`` and every ``|c| < 2^A``,
+    ``A = 53 - bits - bitlen(n)``: a float64 product of ``c`` with ``bits``-bit limbs over an
+    inner dimension ``n`` then has every partial sum below ``2^53`` (exact in any order).
+    Low chunks are nonnegative (``&``), the top one carries the sign (``>>`` floors)."""
+    width = 53 - bits - max(1, int(n).bit_length())
+    if width < 2:
+        raise ValueError(f"no exact float64 product with {bits}-bit limbs over {n} terms")
+    out, shift = [], 0
+    while True:
+        top = int(np.max(np.abs(m))) if m.size else 0
+        if top < 1 << (width - 1):
+            out.append((m, shift))
+            return out
+        out.append((m & ((1 << (width - 1)) - 1), shift))
+        m = m >> (width - 1)
+        shift += width - 1
+
+
 def dot_exact(m: np.ndarray, v: np.ndarray, cache: dict | None = None) -> np.ndarray:
-    """``m @ v`` exactly: ``m`` int64 ``(r, n)`` with ``|m| <= 2^(PA-1)``, ``v`` object ints
-    ``(n,)``; returns object ints ``(r,)``.  ``cache``: a dict kept with ``v`` (its limbs by
-    width)."""
+    """``m @ v`` exactly: ``m`` int64 ``(r, n)``, ``v`` object ints ``(n,)``; returns object
+    ints ``(r,)``.  ``cache``: a dict kept with ``v`` (its limbs by width)."""
     r, n = m.shape
     if not n:
         return np.zeros(r, dtype=object) * 0
-    pa, bits = plan(n)
-    if pa < PA and m.size and int(np.max(np.abs(m))) > 1 << (pa - 1):
-        raise ValueError("dot_exact: mantissas wider than the plan allows")
+    _, bits = plan(n)
     lv = None if cache is None else cache.get(bits)
     if lv is None:
         lv = limbs(v, bits)  # (n, K)
         if cache is not None:
             cache[bits] = lv
-    p = (m.astype(np.float64) @ lv).astype(np.int64)  # exact integers below 2^52
     out = np.zeros(r, dtype=object) * 0
-    for k in range(p.shape[1]):
-        out = out + (p[:, k].astype(object) << (bits * k))
+    for c, shift in _chunks(m, n, bits):
+        p = (c.astype(np.float64) @ lv).astype(np.int64)  # exact integers below 2^53
+        out = out + (_to_ints([p[:, k] for k in range(p.shape[1])], bits) << shift)
     return out
 
 
 def rowdot_exact(m: np.ndarray, v_limbs: np.ndarray, which: np.ndarray, bits: int) -> np.ndarray:
-    """Row-wise exact dot products ``sum_j m[i, j] v[which[i], j]``: ``m`` int64 ``(r, n)``
-    within :func:`plan` ``(n)``, ``v`` given as its float64 limbs ``(p, n, K)`` of ``bits``
-    bits (:func:`limbs`); returns object ints ``(r,)``.  One BLAS product against every
-    ``v`` (each partial sum an integer below ``2^52``: exact in any order), then each row
-    keeps its own."""
+    """Row-wise exact dot products ``sum_j m[i, j] v[which[i], j]``: ``m`` int64 ``(r, n)``,
+    ``v`` given as its float64 limbs ``(p, n, K)`` of ``bits`` bits (:func:`limbs`); returns
+    object ints ``(r,)``.  One BLAS product of each :func:`_chunks` part of ``m`` against
+    every ``v`` (each partial sum an integer below ``2^53``: exact in any order), then each
+    row keeps its own."""
     r = m.shape[0]
     if not m.size:
         return np.zeros(r, dtype=object) * 0
     p, n, k = v_limbs.shape
     flat = np.ascontiguousarray(v_limbs.transpose(1, 0, 2)).reshape(n, p * k)
-    y = (m.astype(np.float64) @ flat).reshape(r, p, k)[np.arange(r), which].astype(np.int64)
-    return _to_ints([y[:, j] for j in range(k)], bits)
+    out = np.zeros(r, dtype=object) * 0
+    for c, shift in _chunks(m, n, bits):
+        y = (c.astype(np.float64) @ flat).reshape(r, p, k)[np.arange(r), which].astype(np.int64)
+        out = out + (_to_ints([y[:, j] for j in range(k)], bits) << shift)
+    return out
 
 
 def _to_ints(parts: list, bits: int) -> np.ndarray:
@@ -186,6 +207,8 @@ def matmul_floor(m: np.ndarray, w_limbs: np.ndarray, bits: int, pa: int) -> tupl
     """:func:`floor_shift` of ``m @ W``, where ``W = sum_k w_limbs[..., k] 2^(bits k)``
     (float64 limbs, ``(n, c, K)``) and ``|m| <= 2^(pa-1)`` with ``(pa, bits) = plan(n)``."""
     n, c, kk = w_limbs.shape
+    if m.size and int(np.max(np.abs(m))) > 1 << (pa - 1) or pa - 1 + bits + max(1, n.bit_length()) > 53:
+        raise ValueError("matmul_floor: mantissas too wide for an exact float64 product")
     flat = w_limbs.reshape(n, c * kk)
     p = (m.astype(np.float64) @ flat).astype(np.int64).reshape(m.shape[0], c, kk)
     return floor_shift([p[:, :, k] for k in range(kk)], bits, pa)
