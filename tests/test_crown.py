@@ -319,3 +319,19 @@ def test_piece_pool_builds_the_same_tree_as_the_inline_run(monkeypatch):
     assert inline[1] == pooled[1] == {"relu1[0]"}
     assert json.dumps(inline[0], sort_keys=True) == json.dumps(pooled[0], sort_keys=True)
     assert check_layer_tree(net, _q(box), pooled[0], pre, claims, lemmas={}, phase={}) == {"relu1[0]"}
+
+
+def test_piece_pool_workers_run_single_threaded_blas(monkeypatch):
+    """Two workers with two BLAS threads each spin against each other on 2 cores (2.5x slower
+    measured): the workers start with one BLAS thread, and this process keeps its setting."""
+    from leo_verify.certify.crown_split import _ONE_THREAD, _start_pool
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    pool = _start_pool(2, abs_trick())
+    try:
+        got = [pool.apply_async(os.getenv, (k,)).get(timeout=60) for k in _ONE_THREAD]
+    finally:
+        pool.terminate()
+        pool.join()
+    assert got == ["1"] * len(_ONE_THREAD)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "7" and "OMP_NUM_THREADS" not in os.environ
