@@ -39,8 +39,9 @@ def run_one(model: str, domain: str, out: str, *, query_time_limit: float, certi
     buf = io.StringIO()
     t0 = time.monotonic()
     with contextlib.redirect_stdout(buf):
+        # --no-checkpoint: a benchmark must not resume an analysis journal of an earlier run
         code = main(["compress", model, "--domain", domain, "-o", out, "--query-time-limit", str(query_time_limit),
-                     "--certify-time-limit", str(certify_time_limit)])
+                     "--certify-time-limit", str(certify_time_limit), "--no-checkpoint", "--no-progress"])
     t1 = time.monotonic()
     if not os.path.exists(os.path.join(out, "report.json")):  # compress failed: say so, go on
         return {"model": os.path.basename(model), "domain": os.path.basename(domain), "exit": code,
