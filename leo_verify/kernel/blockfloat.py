@@ -147,23 +147,12 @@ def _chunks(m: np.ndarray, n: int, bits: int) -> list:
         shift += width - 1
 
 
-def dot_exact(m: np.ndarray, v: np.ndarray, cache: dict | None = None) -> np.ndarray:
+def dot_exact(m: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``m @ v`` exactly: ``m`` int64 ``(r, n)``, ``v`` object ints ``(n,)``; returns object
-    ints ``(r,)``.  ``cache``: a dict kept with ``v`` (its limbs by width)."""
+    ints ``(r,)`` (:func:`rowdot_exact` with one vector)."""
     r, n = m.shape
-    if not n:
-        return np.zeros(r, dtype=object) * 0
     _, bits = plan(n)
-    lv = None if cache is None else cache.get(bits)
-    if lv is None:
-        lv = limbs(v, bits)  # (n, K)
-        if cache is not None:
-            cache[bits] = lv
-    out = np.zeros(r, dtype=object) * 0
-    for c, shift in _chunks(m, n, bits):
-        p = (c.astype(np.float64) @ lv).astype(np.int64)  # exact integers below 2^53
-        out = out + (_to_ints([p[:, k] for k in range(p.shape[1])], bits) << shift)
-    return out
+    return rowdot_exact(m, limbs(np.asarray(v, dtype=object)[None, :], bits), np.zeros(r, dtype=np.int64), bits)
 
 
 def rowdot_exact(m: np.ndarray, v_limbs: np.ndarray, which: np.ndarray, bits: int) -> np.ndarray:

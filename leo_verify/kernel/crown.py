@@ -151,19 +151,24 @@ class _Back:
         d = np.full(len(rows), den, dtype=object) << np.maximum(-sh, 0).astype(object)
         self.const[rows] += np.where(self.up[rows], -((-n) // d), n // d)
 
-    def add_dot(self, x: np.ndarray, e: np.ndarray, g: int, rows, node: str, *, high: bool) -> None:
+    def add_dot(self, x: np.ndarray, e: np.ndarray, g: int, rows, node: str, *, high: bool,
+                extra: tuple | None = None) -> None:
         """Add ``x[k] . v`` (``2^e[k] / g`` each) to ``const[rows[k]]``, exactly, where ``v`` is
         ``node``'s upper bound on the row's piece for upper rows if ``high`` (its lower bound
-        otherwise), and the other bound for lower rows."""
+        otherwise), and the other bound for lower rows.  ``extra``: per-piece integers added
+        to the dot product (over the same denominator), for the rows that take the upper
+        bound and for those that take the lower one."""
         lo, hi = self.bounds[node]
         rows = np.asarray(rows)
         up = self.up[rows] == high
-        for side, q in ((up, hi), (~up, lo)):
+        _, bits = plan(x.shape[1])
+        for which, (side, q) in enumerate(((up, hi), (~up, lo))):
             k = np.flatnonzero(side)
             if len(k):
-                _, bits = plan(x.shape[1])
                 lv = self.memo.get((q.num,), bits, lambda: limbs(q.num, bits))
-                self.add(rowdot_exact(x[k], lv, self.piece[rows[k]], bits), e[k], g * q.den, rows[k])
+                pk = self.piece[rows[k]]
+                ints = rowdot_exact(x[k], lv, pk, bits)
+                self.add(ints if extra is None else ints + extra[which][pk], e[k], g * q.den, rows[k])
 
     def charge(self, node: str, rest: list, bits: int, e: np.ndarray, g: int) -> None:
         """Charge the part ``D = sum_k rest[k] 2^(bits k) 2^e / g >= 0`` (row-wise) dropped
@@ -176,18 +181,10 @@ class _Back:
         if not len(rows):
             return
         d, s, _, _ = floor_shift([r[rows] for r in rest], bits, PA)
-        e = e[rows] + s
         lo, hi = self.bounds[node]
         slack = self.memo.get((lo.num, hi.num), "slack", lambda: tuple(
-            np.sum(q.num, axis=-1).reshape(-1) for q in (lo.neg_part(), hi.pos())))
-        up = self.up[rows]
-        _, width = plan(d.shape[1])
-        for side, q, sums in ((up, hi, slack[1]), (~up, lo, slack[0])):
-            k = np.flatnonzero(side)
-            if len(k):
-                lv = self.memo.get((q.num,), width, lambda: limbs(q.num, width))
-                pk = self.piece[rows[k]]
-                self.add(rowdot_exact(d[k], lv, pk, width) + sums[pk], e[k], g * q.den, rows[k])
+            np.sum(q.num, axis=-1).reshape(-1) for q in (hi.pos(), lo.neg_part())))
+        self.add_dot(d, e[rows] + s, g, rows, node, high=True, extra=slack)
 
     def interval(self, node: str, a: _Rows, rows) -> None:
         """Add ``a h`` bounded by ``h``'s interval to ``const[rows]`` (``a``: those rows only)."""
@@ -261,7 +258,7 @@ def _weights(op) -> tuple:
 def _back_affine(st: _Back, op, name, a: _Rows):
     wnum, b, kw, odd, by_bits = _weights(op)
     arg = st.graph.args(name)[0]
-    st.add(dot_exact(a.m, b.num), a.e, a.g * b.den, np.arange(len(st.const)))
+    st.add(dot_exact(a.m, b.num), a.e, a.g * b.den, np.arange(len(st.const)))  # a . b, exactly
     pa, bits = plan(a.m.shape[1])
     if bits not in by_bits:
         by_bits[bits] = limbs(wnum, bits)
