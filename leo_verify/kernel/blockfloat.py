@@ -23,7 +23,7 @@ import numpy as np
 
 from .exact import _limbs
 
-__all__ = ["PA", "plan", "limbs", "floor_shift", "dot_exact", "rowdot_exact", "matmul_floor"]
+__all__ = ["PA", "plan", "limbs", "floor_shift", "rowdot_exact", "matmul_floor"]
 
 #: coefficient mantissas are kept to ``|m| <= 2^(PA-1)`` (relative precision ~2^-38; with
 #: 36 bits the ACAS Xu bounds were up to 7e-5 looser than exact rationals, with 39 6e-6)
@@ -52,6 +52,16 @@ def limbs(x: np.ndarray, bits: int) -> np.ndarray:
     return np.stack(parts, axis=-1)
 
 
+def _carries(parts: list, bits: int) -> list:
+    """``C_k = parts[k] + floor(C_(k-1) / 2^bits)``, i.e. ``floor(sum_(j<=k) parts[j] 2^(bits j) /
+    2^(bits k))``: ``C_(K-1)`` is the signed top word, ``C_k mod 2^bits`` (``k < K-1``) the
+    nonnegative digits below it (int64; ``|C_k| < 2^63`` when every ``|part| < 2^62``)."""
+    carry = [parts[0]]
+    for p in parts[1:]:
+        carry.append(p + (carry[-1] >> bits))
+    return carry
+
+
 def floor_shift(parts: list, bits: int, pa: int) -> tuple[np.ndarray, np.ndarray, list, int]:
     """``(m, s, rest, base)``: ``m = floor(V / 2^s)`` row-wise with ``|m| <= 2^(pa-1)``, one
     shift ``s >= 0`` per row, and the dropped part ``V - m 2^s = sum_k rest[k] 2^(base k)``
@@ -65,9 +75,7 @@ def floor_shift(parts: list, bits: int, pa: int) -> tuple[np.ndarray, np.ndarray
     rounding error added), so ``|V| / 2^s < 2^(pa-1)``, and at most ~4 bits more than needed.
     """
     parts = [np.asarray(p, dtype=np.int64) for p in parts]
-    carry = [parts[0]]
-    for p in parts[1:]:
-        carry.append(p + (carry[-1] >> bits))
+    carry = _carries(parts, bits)
     last = len(parts) - 1
     mask = (1 << bits) - 1
     big = bits * last
@@ -147,14 +155,6 @@ def _chunks(m: np.ndarray, n: int, bits: int) -> list:
         shift += width - 1
 
 
-def dot_exact(m: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``m @ v`` exactly: ``m`` int64 ``(r, n)``, ``v`` object ints ``(n,)``; returns object
-    ints ``(r,)`` (:func:`rowdot_exact` with one vector)."""
-    r, n = m.shape
-    _, bits = plan(n)
-    return rowdot_exact(m, limbs(np.asarray(v, dtype=object)[None, :], bits), np.zeros(r, dtype=np.int64), bits)
-
-
 def rowdot_exact(m: np.ndarray, v_limbs: np.ndarray, which: np.ndarray, bits: int) -> np.ndarray:
     """Row-wise exact dot products ``sum_j m[i, j] v[which[i], j]``: ``m`` int64 ``(r, n)``,
     ``v`` given as its float64 limbs ``(p, n, K)`` of ``bits`` bits (:func:`limbs`); returns
@@ -177,9 +177,7 @@ def _to_ints(parts: list, bits: int) -> np.ndarray:
     """``sum_k parts[k] 2^(bits k)`` as object ints (int64 ``parts``, ``|.| < 2^62``): carried
     into a signed top word and nonnegative ``bits``-bit digits, packed into int64 words of
     at most 62 bits, so only a few object operations remain."""
-    carry = [parts[0]]
-    for p in parts[1:]:
-        carry.append(p + (carry[-1] >> bits))
+    carry = _carries(parts, bits)
     mask = (1 << bits) - 1
     per = max(1, 62 // bits)  # digits per word
     out = carry[-1].astype(object)

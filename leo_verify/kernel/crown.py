@@ -53,7 +53,7 @@ import numpy as np
 
 from ..errors import UnsupportedOp
 from ..graph import Graph
-from .blockfloat import PA, dot_exact, floor_shift, limbs, matmul_floor, plan, rowdot_exact
+from .blockfloat import PA, floor_shift, limbs, matmul_floor, plan, rowdot_exact
 from .exact import Q, floor_to_grid
 from .intervals import GRID_BITS, _clip_phase, _round, node_bounds
 
@@ -258,11 +258,13 @@ def _weights(op) -> tuple:
 def _back_affine(st: _Back, op, name, a: _Rows):
     wnum, b, kw, odd, by_bits = _weights(op)
     arg = st.graph.args(name)[0]
-    st.add(dot_exact(a.m, b.num), a.e, a.g * b.den, np.arange(len(st.const)))  # a . b, exactly
     pa, bits = plan(a.m.shape[1])
-    if bits not in by_bits:
-        by_bits[bits] = limbs(wnum, bits)
-    m, s, rest, base = matmul_floor(a.m, by_bits[bits], bits, pa)
+    if bits not in by_bits:  # the limbs of W and of b, once per op and width
+        by_bits[bits] = (limbs(wnum, bits), limbs(b.num[None, :], bits))
+    wl, bl = by_bits[bits]
+    rows = np.arange(len(st.const))
+    st.add(rowdot_exact(a.m, bl, np.zeros(len(rows), dtype=np.int64), bits), a.e, a.g * b.den, rows)  # a . b
+    m, s, rest, base = matmul_floor(a.m, wl, bits, pa)
     e, g = a.e - kw, a.g * odd
     st.charge(arg, rest, base, e, g)
     st.push(arg, _Rows(m, e + s, g))
